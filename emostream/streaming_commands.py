@@ -1,0 +1,283 @@
+"""Streaming commands: broker, worker, up, ingest, sql and demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from emostream.cli_common import Data, Registry, UsageError, app, setting
+from emostream.console import err, out, table
+from emostream.settings import Settings, load_settings
+
+Bootstrap = Annotated[str | None, setting("kafka_bootstrap")]
+Dsn = Annotated[str | None, setting("clickhouse_dsn")]
+Home = Annotated[Path | None, setting("home")]
+Runtime = Annotated[str | None, setting("runtime")]
+MaxBatch = Annotated[int | None, setting("max_batch")]
+MaxWait = Annotated[float | None, setting("max_wait")]
+Threshold = Annotated[float | None, setting("review_threshold")]
+Partitions = Annotated[int | None, setting("partitions")]
+WebPort = Annotated[int | None, setting("web_port")]
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("emostream").setLevel(logging.INFO)
+
+
+def _worker_settings(**flags: Any) -> Settings:
+    return load_settings(**flags)
+
+
+@app.command()
+def broker(
+    port: Annotated[
+        int | None, typer.Option(help="port; default: that of EMOSTREAM_KAFKA_BOOTSTRAP, else 9092")
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+) -> None:
+    """Run the embedded Kafka-protocol broker (tansu) until stopped. It keeps everything in memory."""
+    from stream.broker import tansu_command
+
+    if port is None:
+        bootstrap = load_settings().kafka_bootstrap
+        port = int(bootstrap.split(",")[0].rsplit(":", 1)[1]) if bootstrap else 9092
+    url = f"tcp://{host}:{port}"
+    err.print(
+        f"embedded broker (tansu) on {host}:{port}. It keeps topics, offsets and consumer groups in memory "
+        "only: everything is gone when it stops. Stop it with Ctrl-C."
+    )
+    sys.stderr.flush()
+    command = tansu_command(url)
+    os.execv(command[0], command)
+
+
+@app.command()
+def worker(
+    kafka_bootstrap: Bootstrap = None,
+    clickhouse_dsn: Dsn = None,
+    registry: Registry = None,
+    home: Home = None,
+    runtime: Runtime = None,
+    max_batch: MaxBatch = None,
+    max_wait: MaxWait = None,
+    review_threshold: Threshold = None,
+    partitions: Partitions = None,
+    web_port: WebPort = None,
+) -> None:
+    """Score tweets from a running Kafka into ClickHouse (join more workers to share the partitions)."""
+    from stream.worker import resolve_bootstrap, run_worker
+
+    settings = _worker_settings(
+        kafka_bootstrap=kafka_bootstrap,
+        clickhouse_dsn=clickhouse_dsn,
+        registry=registry,
+        home=home,
+        runtime=runtime,
+        max_batch=max_batch,
+        max_wait=max_wait,
+        review_threshold=review_threshold,
+        partitions=partitions,
+        web_port=web_port,
+    )
+    configure_logging()
+    raise typer.Exit(run_worker(settings, resolve_bootstrap(settings)))
+
+
+@app.command()
+def up(
+    kafka_bootstrap: Bootstrap = None,
+    clickhouse_dsn: Dsn = None,
+    registry: Registry = None,
+    home: Home = None,
+    runtime: Runtime = None,
+    max_batch: MaxBatch = None,
+    max_wait: MaxWait = None,
+    review_threshold: Threshold = None,
+    partitions: Partitions = None,
+    web_port: WebPort = None,
+) -> None:
+    """The embedded stack: broker (unless a bootstrap is configured), worker and web endpoint. Ctrl-C stops all."""
+    from stream.broker import EmbeddedBroker
+    from stream.state import broker_file, remove_state, write_state
+    from stream.worker import run_worker
+
+    settings = _worker_settings(
+        kafka_bootstrap=kafka_bootstrap,
+        clickhouse_dsn=clickhouse_dsn,
+        registry=registry,
+        home=home,
+        runtime=runtime,
+        max_batch=max_batch,
+        max_wait=max_wait,
+        review_threshold=review_threshold,
+        partitions=partitions,
+        web_port=web_port,
+    )
+    configure_logging()
+    if settings.kafka_bootstrap:
+        raise typer.Exit(run_worker(settings, settings.kafka_bootstrap))
+    settings.home.mkdir(parents=True, exist_ok=True)
+    embedded = EmbeddedBroker(log_file=settings.home / "broker.log").start()
+    state = broker_file(settings.home)
+    write_state(state, bootstrap=embedded.bootstrap)
+    err.print(f"embedded broker on {embedded.bootstrap} (in memory: topics vanish when `up` stops)")
+    try:
+        code = run_worker(settings, embedded.bootstrap)
+    finally:
+        remove_state(state)
+        embedded.stop()
+    raise typer.Exit(code)
+
+
+@app.command()
+def ingest(
+    file: Annotated[str | None, typer.Argument(help="JSONL or CSV file of tweets, or - for stdin")] = None,
+    replay: Annotated[
+        str | None, typer.Option(help="replay a data set split (validation, test, train) instead")
+    ] = None,
+    brands: Annotated[str, typer.Option(help="with --replay: comma-separated brands to attribute tweets to")] = (
+        "acme,globex,initech"
+    ),
+    rate: Annotated[float, typer.Option(help="tweets per second; 0: as fast as possible")] = 0.0,
+    limit: Annotated[int | None, typer.Option(help="send at most this many tweets")] = None,
+    run_id: Annotated[str | None, typer.Option(help="with --replay: id prefix (same id: idempotent re-run)")] = None,
+    on_error: Annotated[str, typer.Option(help="skip (report and go on) or fail (stop at the first bad line)")] = (
+        "skip"
+    ),
+    fmt: Annotated[str | None, typer.Option("--format", help="jsonl or csv; default: by file extension")] = None,
+    id_field: Annotated[str, typer.Option(help="input field holding the tweet id")] = "id",
+    text_field: Annotated[str, typer.Option(help="input field holding the text")] = "text",
+    created_at_field: Annotated[str, typer.Option(help="input field holding the timestamp")] = "created_at",
+    brand_field: Annotated[str, typer.Option(help="input field holding the brand")] = "brand",
+    data: Data = None,
+    kafka_bootstrap: Bootstrap = None,
+    home: Home = None,
+    topic: Annotated[str | None, setting("topic_tweets", "--topic")] = None,
+) -> None:
+    """Send tweets to the input topic: idempotent producer, acks=all, progress bar, counts at the end."""
+    from stream.ingest import FieldMap, IngestError, produce, read_tweets, replay_tweets
+    from stream.worker import resolve_bootstrap
+
+    if on_error not in ("skip", "fail"):
+        raise UsageError(f"--on-error must be skip or fail, not {on_error!r}")
+    if (file is None) == (replay is None):
+        raise UsageError("give either a FILE (or - for stdin) or --replay SPLIT")
+    settings = load_settings(data=data, kafka_bootstrap=kafka_bootstrap, home=home, topic_tweets=topic)
+    bootstrap = resolve_bootstrap(settings)
+    if replay is not None:
+        from trainer.data import load_emotion
+
+        if replay not in ("train", "validation", "test"):
+            raise UsageError(f"--replay must be train, validation or test, not {replay!r}")
+        texts = load_emotion(settings.data)[replay]["text"][:limit]
+        brand_list = [b.strip() for b in brands.split(",") if b.strip()]
+        if not brand_list:
+            raise UsageError("--brands needs at least one brand")
+        run = run_id or time.strftime("r%Y%m%d%H%M%S")
+        tweets = ((i, t) for i, t in enumerate(replay_tweets(texts, replay, brand_list, run, settings.seed), 1))
+        total: int | None = len(texts)
+    else:
+        assert file is not None
+        if file != "-" and not Path(file).is_file():
+            raise UsageError(f"{file}: no such file")
+        fields = FieldMap(id=id_field, text=text_field, created_at=created_at_field, brand=brand_field)
+        tweets = read_tweets(file, fields, fmt)
+        if limit is not None:
+            tweets = (item for n, item in enumerate(tweets) if n < limit)
+        total = limit
+    try:
+        report = asyncio.run(
+            produce(bootstrap, settings.topic_tweets, tweets, rate=rate, on_error=on_error, total=total)
+        )  # type: ignore[arg-type]
+    except IngestError as exc:
+        raise UsageError(f"{file}: {exc}") from None
+    for number, reason in report.bad[:20]:
+        err.print(f"{file}:{number}: skipped: {reason}", highlight=False)
+    if len(report.bad) > 20:
+        err.print(f"... and {len(report.bad) - 20} more bad lines")
+    rate_seen = report.sent / report.seconds if report.seconds else 0
+    out.print(
+        f"sent {report.sent:,} tweets to {settings.topic_tweets} in {report.seconds:.1f} s "
+        f"({rate_seen:,.0f}/s); {len(report.bad):,} bad lines skipped"
+    )
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="a read-only statement: SELECT, WITH, SHOW, DESCRIBE, EXPLAIN")],
+    clickhouse_dsn: Dsn = None,
+    home: Home = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+) -> None:
+    """Run SQL on the configured ClickHouse and print a table (works whether or not `up` is running)."""
+    settings = load_settings(clickhouse_dsn=clickhouse_dsn, home=home)
+    columns, rows = run_sql(settings, query)
+    if fmt == "json":
+        for row in rows:
+            print(json.dumps(dict(zip(columns, row, strict=True)), default=str))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        out.print(table("", columns, rows))
+
+
+def run_sql(settings: Settings, query: str) -> tuple[list[str], list[Any]]:
+    """Through the running worker's endpoint when it owns the chDB directory, else directly."""
+    from stream.sink import ClickHouseSink, chdb_path
+    from stream.state import endpoint_file, read_state
+
+    dsn = settings.resolved_clickhouse_dsn()
+    directory = chdb_path(dsn)
+    state = read_state(endpoint_file(directory)) if directory else None
+    if state:
+        return query_endpoint(str(state["url"]), query)
+    if directory is not None and not directory.exists():
+        raise UsageError(
+            f"{directory}: no ClickHouse data here yet; start `emostream up` or set EMOSTREAM_CLICKHOUSE_DSN"
+        )
+    sink = ClickHouseSink(dsn)
+    try:
+        return sink.query(query)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:
+        raise UsageError(f"ClickHouse: {exc}") from None
+    finally:
+        sink.close()
+
+
+def query_endpoint(url: str, query: str, timeout: float = 60.0) -> tuple[list[str], list[Any]]:
+    request = urllib.request.Request(f"{url}/sql", data=query.encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise UsageError(f"ClickHouse: {json.loads(exc.read()).get('error', exc.reason)}") from None
+    return body["columns"], body["rows"]
+
+
+@app.command()
+def demo(registry: Registry = None, data: Data = None, home: Home = None) -> None:
+    """The whole loop on the embedded defaults: model, broker, worker, 2,000 tweets, trends; then stop."""
+    from emostream.demo import run_demo
+    from emostream.training_commands import train
+
+    settings = load_settings(registry=registry, data=data, home=home)
+    run_demo(settings, lambda: train(registry=settings.registry, data=settings.data))

@@ -1,0 +1,129 @@
+"""The Faust app: one agent that scores ``tweets`` in micro-batches.
+
+Delivery is at-least-once with idempotent writes. ``take_events`` acks a batch's events only after the
+agent's body has finished with it, and the body finishes only once the scores are in ClickHouse and the
+review and dead-letter records are acknowledged by the broker (acks=all). Faust commits acked offsets
+only, so a crash before that point re-delivers the batch, and ``emotion_scores`` (ReplacingMergeTree on
+tweet id and model version) collapses the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import faust
+from faust.types import EventT
+
+from emostream.settings import Settings
+from schemas import EmotionScore
+from stream.codecs import register_codecs
+from stream.scoring import BatchScorer, RawRecord
+from stream.sink import ClickHouseSink
+
+log = logging.getLogger("emostream.worker")
+T = TypeVar("T")
+
+
+@dataclass
+class WorkerParts:
+    """What an agent needs besides Kafka: the scorer, the sink, and one thread for their blocking calls."""
+
+    scorer: BatchScorer
+    sink: ClickHouseSink
+    executor: ThreadPoolExecutor
+    max_batch: int
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+
+def create_app(settings: Settings, bootstrap: str, parts: WorkerParts, web_port: int) -> faust.App:
+    register_codecs()
+    app = faust.App(
+        settings.group_id,
+        broker=f"kafka://{bootstrap}",
+        key_serializer="raw",
+        value_serializer="raw",
+        producer_acks=-1,  # acks=all: a review record is safe before its offset is committed
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.heartbeat_interval,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.partitions,
+        topic_disable_leader=True,
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=web_port,
+        web_bind=settings.web_host,
+        datadir=str(settings.home / "faust"),
+    )
+    tweets = app.topic(settings.topic_tweets, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    review = app.topic(settings.topic_review, value_serializer="emostream.review", partitions=settings.partitions)
+    dead_letters = app.topic(
+        settings.topic_dlq, value_serializer="emostream.dead_letter", partitions=settings.partitions
+    )
+
+    @app.agent(tweets, name="score-tweets")
+    async def score_tweets(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(parts.max_batch, within=settings.max_wait):
+            try:
+                await process_batch(events, parts, review, dead_letters)
+            except asyncio.CancelledError:
+                withhold_acks(events)  # stopping mid-batch: leave these offsets for the next worker
+                raise
+
+    app.parts = parts  # type: ignore[attr-defined]
+    return app
+
+
+async def process_batch(
+    events: Sequence[EventT], parts: WorkerParts, review: faust.TopicT, dead_letters: faust.TopicT
+) -> None:
+    records = [
+        RawRecord(
+            e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value, e.message.timestamp
+        )
+        for e in events
+    ]
+    result = await parts.run_blocking(parts.scorer.score, records)
+    await write_until_done(parts, result.scores)
+    deliveries = [await review.send(key=item.tweet.id.encode(), value=item) for item in result.reviews]
+    deliveries += [await dead_letters.send(key=letter.key, value=letter) for letter in result.dead_letters]
+    await asyncio.gather(*deliveries)  # each resolves once the broker has the record (acks=all)
+    log.info(
+        "scored %d tweets (%d to review, %d dead letters)",
+        len(result.scores),
+        len(result.reviews),
+        len(result.dead_letters),
+    )
+
+
+async def write_until_done(parts: WorkerParts, scores: Sequence[EmotionScore], max_delay: float = 30.0) -> None:
+    """Insert the batch, retrying with exponential back-off while ClickHouse is unreachable.
+
+    The worker neither drops the batch nor commits past it: it waits, and recovers by itself.
+    """
+    delay = 0.5
+    while True:
+        try:
+            await parts.run_blocking(parts.sink.write, scores)
+            return
+        except Exception as exc:
+            log.warning("ClickHouse write of %d rows failed (%s); retrying in %.1f s", len(scores), exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
+def withhold_acks(events: Sequence[EventT]) -> None:
+    """Mark events as acked *without* recording their offsets, so Faust will never commit them.
+
+    ``take_events`` acks a batch in a ``finally`` even when the body was cancelled; a batch that is not
+    in ClickHouse yet must not be committed, or a shutdown during a ClickHouse outage would lose it.
+    """
+    for event in events:
+        event.message.acked = True

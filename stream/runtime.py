@@ -1,0 +1,229 @@
+"""The model runtime: turns batches of texts into the six emotion probabilities, as fast as the device allows.
+
+One runtime serves ``emostream predict``, ``evaluate`` and the stream workers, so a tweet gets the same
+scores whichever way it is scored. Speed comes from batching done right (one fast-tokenizer call per
+chunk, texts sorted by length so each padded chunk wastes little) and from the backend:
+
+| runtime | where | what |
+|---|---|---|
+| ``torch-fp32`` | anywhere | the reference |
+| ``torch-bf16`` | CPUs with native bf16 (AVX512-BF16/AMX), CUDA | bf16 weights (autocast on CUDA) |
+| ``onnx-int8`` | CPUs | ONNX Runtime, per-channel dynamic int8 quantization |
+
+``auto`` picks the fastest one whose accuracy the version's serving check accepted (``serving.json``,
+written by ``train``); fp32 otherwise. A fast path is never the default unless it was measured.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
+
+from emostream.settings import Settings
+from schemas import LABELS
+
+SERVING_CHECK_FILE = "serving.json"
+ONNX_DIR = "onnx"
+Precision = Literal["fp32", "bf16"]
+CPU_PREFERENCE = ("onnx-int8", "torch-bf16")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def batches_by_length(texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
+    """Indices of ``texts`` in chunks of similar length, longest first.
+
+    Padding to the longest text of a chunk wastes little when its texts are alike in length, and the
+    first chunk shows the peak memory at once rather than at the end of a long run.
+    """
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+class ScoringRuntime:
+    """What every backend shares: the tokenizer, the label check, and length-sorted chunking.
+
+    ``batch_size`` is the chunk the backend runs at once. A worker's micro-batch (hundreds of tweets in
+    arrival order) is sorted here and cut into such chunks: on a CPU, chunks of 16 similar-length tweets
+    score faster than one padded chunk of 256.
+    """
+
+    runtime_name = "base"
+
+    def __init__(self, model_dir: str | Path, batch_size: int = 16, max_length: int = 128) -> None:
+        self.model_dir = Path(model_dir)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = torch.device("cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        config = AutoConfig.from_pretrained(self.model_dir)
+        labels = [config.id2label[i] for i in range(config.num_labels)]
+        if tuple(labels) != LABELS:
+            raise ValueError(f"{self.model_dir}: the model's labels {labels} are not {list(LABELS)}")
+
+    @property
+    def version(self) -> str:
+        return self.model_dir.name
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities of shape ``(len(texts), 6)`` in the order of :data:`schemas.LABELS`."""
+        logits = self.predict_logits(texts)
+        exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return exp / exp.sum(axis=-1, keepdims=True)
+
+    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
+        for index in batches_by_length(texts, self.batch_size):
+            encoded = self.tokenizer(
+                [texts[i] for i in index],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="np",
+            )
+            out[index] = self._logits(encoded)
+        return out
+
+    def _logits(self, encoded: BatchEncoding) -> np.ndarray:
+        raise NotImplementedError
+
+
+class EmotionModel(ScoringRuntime):
+    """PyTorch: fp32, or bf16 weights on a CPU with native bf16; on CUDA, autocast to bf16/fp16."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "auto",
+        batch_size: int = 16,
+        max_length: int = 128,
+        precision: Precision = "fp32",
+    ) -> None:
+        super().__init__(model_dir, batch_size, max_length)
+        self.device = resolve_device(device)
+        self.precision = precision
+        model = AutoModelForSequenceClassification.from_pretrained(self.model_dir).to(self.device).eval()
+        if precision == "bf16" and self.device.type == "cpu":
+            model = model.to(torch.bfloat16)
+        self.model = model
+
+    @property
+    def runtime_name(self) -> str:  # type: ignore[override]
+        if self.device.type == "cuda":
+            return "torch-cuda-bf16" if torch.cuda.is_bf16_supported() else "torch-cuda-fp16"
+        return f"torch-{self.precision}" + ("" if self.device.type == "cpu" else f"-{self.device.type}")
+
+    @torch.inference_mode()
+    def _logits(self, encoded: BatchEncoding) -> np.ndarray:
+        inputs = {key: torch.from_numpy(value).to(self.device) for key, value in encoded.items()}
+        if self.device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            with torch.autocast("cuda", dtype=dtype):
+                logits = self.model(**inputs).logits
+        else:
+            logits = self.model(**inputs).logits
+        return logits.float().cpu().numpy()
+
+
+class OnnxEmotionModel(ScoringRuntime):
+    """ONNX Runtime on the CPU, from the ``onnx/`` files ``train`` exports beside the weights."""
+
+    def __init__(self, model_dir: str | Path, batch_size: int = 16, max_length: int = 128, int8: bool = True) -> None:
+        import onnxruntime
+
+        super().__init__(model_dir, batch_size, max_length)
+        self.int8 = int8
+        path = self.model_dir / ONNX_DIR / ("model.int8.onnx" if int8 else "model.onnx")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no ONNX export for this version (re-train, or use --runtime torch-fp32)")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    @property
+    def runtime_name(self) -> str:  # type: ignore[override]
+        return "onnx-int8" if self.int8 else "onnx-fp32"
+
+    def _logits(self, encoded: BatchEncoding) -> np.ndarray:
+        feed = {key: value.astype(np.int64) for key, value in encoded.items() if key in self.input_names}
+        return self.session.run(None, feed)[0]
+
+
+def build_runtime(
+    name: str, model_dir: Path, device: str = "auto", batch_size: int = 16, max_length: int = 128
+) -> ScoringRuntime:
+    """A runtime by its name (``torch-fp32``, ``torch-bf16``, ``onnx-int8``, ``onnx-fp32``)."""
+    if name.startswith("onnx-"):
+        return OnnxEmotionModel(model_dir, batch_size, max_length, int8=name == "onnx-int8")
+    precision: Precision = "bf16" if name == "torch-bf16" else "fp32"
+    return EmotionModel(model_dir, device=device, batch_size=batch_size, max_length=max_length, precision=precision)
+
+
+def accepted_runtimes(model_dir: Path) -> list[str]:
+    """The fast runtimes this version's serving check accepted (empty when it has none)."""
+    file = Path(model_dir) / SERVING_CHECK_FILE
+    if not file.is_file():
+        return []
+    checks = json.loads(file.read_text()).get("runtimes", {})
+    return [name for name, verdict in checks.items() if verdict.get("accepted")]
+
+
+def choose_runtime(settings: Settings, model_dir: Path) -> str:
+    if settings.runtime != "auto":
+        return settings.runtime
+    if resolve_device(settings.device).type != "cpu":
+        return "torch-fp32"  # autocast to bf16/fp16 on the GPU
+    accepted = accepted_runtimes(model_dir)
+    for name in CPU_PREFERENCE:
+        if name in accepted and (name != "torch-bf16" or cpu_has_native_bf16()):
+            return name
+    return "torch-fp32"
+
+
+def load_runtime(settings: Settings, model_dir: Path) -> ScoringRuntime:
+    """The runtime every scoring path uses (worker, predict, evaluate), so they agree to the last digit."""
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    name = choose_runtime(settings, model_dir)
+    chunk = settings.inference_chunk(cuda=resolve_device(settings.device).type == "cuda")
+    return build_runtime(name, model_dir, settings.device, chunk, settings.max_length)
+
+
+def score_records(model: ScoringRuntime, texts: Sequence[str]) -> list[dict[str, object]]:
+    """Scores as plain records: the text, the model version, the top label, its probability, all six."""
+    probabilities = model.predict_proba(texts)
+    records: list[dict[str, object]] = []
+    for text, row in zip(texts, probabilities, strict=True):
+        top = int(row.argmax())
+        record: dict[str, object] = {
+            "text": text,
+            "model_version": model.version,
+            "runtime": model.runtime_name,
+            "label": LABELS[top],
+            "confidence": round(float(row[top]), 6),
+        }
+        record.update({name: round(float(p), 6) for name, p in zip(LABELS, row, strict=True)})
+        records.append(record)
+    return records

@@ -1,0 +1,111 @@
+"""From raw Kafka records to scores, review items and dead letters: the worker's logic, free of I/O.
+
+Kept apart from the Faust agent so it can be unit-tested without a broker and run in an executor
+thread (it calls the model, which blocks).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from pydantic import ValidationError
+
+from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet
+from stream.runtime import EmotionModel
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One Kafka record as consumed: bytes and coordinates, nothing decoded yet."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float | None = None  # seconds since the epoch, the record's Kafka timestamp
+
+
+@dataclass
+class BatchResult:
+    scores: list[EmotionScore] = field(default_factory=list)
+    reviews: list[ReviewItem] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    tweets: list[Tweet] = field(default_factory=list)
+
+
+def parse_tweet(record: RawRecord) -> Tweet | DeadLetter:
+    """Validate one record; any problem becomes a dead letter that says what was wrong."""
+    try:
+        if record.value is None:
+            raise ValueError("the record has no value (a tombstone)")
+        payload = json.loads(record.value.decode("utf-8"))
+        if not isinstance(payload, dict):
+            raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
+        if "created_at" not in payload and record.timestamp is not None:
+            # Re-deliveries must produce identical rows: default to the record's own timestamp, not "now".
+            payload["created_at"] = datetime.fromtimestamp(record.timestamp, UTC)
+        return Tweet.model_validate(payload)
+    except UnicodeDecodeError as exc:
+        error = f"value is not UTF-8: {exc.reason} at byte {exc.start}"
+    except json.JSONDecodeError as exc:
+        error = f"value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except ValidationError as exc:
+        error = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+    except ValueError as exc:
+        error = str(exc)
+    return DeadLetter(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        error=error,
+    )
+
+
+class BatchScorer:
+    """Scores a batch with the model and routes the unsure tweets to review."""
+
+    def __init__(self, model: EmotionModel, review_threshold: float) -> None:
+        self.model = model
+        self.review_threshold = review_threshold
+
+    def score(self, records: Sequence[RawRecord]) -> BatchResult:
+        result = BatchResult()
+        for record in records:
+            parsed = parse_tweet(record)
+            if isinstance(parsed, Tweet):
+                result.tweets.append(parsed)
+            else:
+                result.dead_letters.append(parsed)
+        if not result.tweets:
+            return result
+        probabilities = self.model.predict_proba([t.text for t in result.tweets])
+        scored_at = datetime.now(UTC)
+        for tweet, row in zip(result.tweets, probabilities, strict=True):
+            score = make_score(tweet, row, self.model.version, scored_at)
+            result.scores.append(score)
+            if score.confidence < self.review_threshold:
+                reason = f"confidence {score.confidence:.2f} < {self.review_threshold:.2f}"
+                result.reviews.append(ReviewItem(tweet=tweet, score=score, reason=reason))
+        return result
+
+
+def make_score(tweet: Tweet, probabilities: np.ndarray, model_version: str, scored_at: datetime) -> EmotionScore:
+    top, second = np.sort(probabilities)[::-1][:2]
+    return EmotionScore(
+        tweet_id=tweet.id,
+        brand=tweet.brand or "",
+        created_at=tweet.created_at,
+        scored_at=scored_at,
+        model_version=model_version,
+        label=LABELS[int(probabilities.argmax())],
+        confidence=float(top),
+        margin=float(top - second),
+        **{name: float(p) for name, p in zip(LABELS, probabilities, strict=True)},
+    )

@@ -1,0 +1,84 @@
+"""The ClickHouse sink: one columnar insert per batch into ``emotion_scores``.
+
+The same class serves the embedded engine (``chdb:///DIR``, chDB in this process) and a ClickHouse
+server (``http(s)://user:pw@host:8123/db``), through clickhouse-connect. Its calls block, so the worker
+runs them in an executor thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+
+from schemas import LABELS, EmotionScore
+
+DDL_DIR = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse"
+SCORE_COLUMNS = (
+    "tweet_id",
+    "brand",
+    "created_at",
+    "scored_at",
+    "model_version",
+    "label",
+    "confidence",
+    "margin",
+    *LABELS,
+)
+READ_ONLY_STATEMENT = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.IGNORECASE)
+
+
+def chdb_path(dsn: str) -> Path | None:
+    """The data directory of a ``chdb:///DIR`` DSN, or None for a server DSN."""
+    if not dsn.startswith("chdb://"):
+        return None
+    location = dsn.removeprefix("chdb://")
+    return Path(location) if location.startswith("/") else None
+
+
+def ddl_statements(directory: Path = DDL_DIR) -> list[str]:
+    """The statements of every ``*.sql`` file, in file-name order (comments stripped)."""
+    statements: list[str] = []
+    for file in sorted(directory.glob("*.sql")):
+        text = "\n".join(line for line in file.read_text().splitlines() if not line.lstrip().startswith("--"))
+        statements += [s.strip() for s in text.split(";") if s.strip()]
+    return statements
+
+
+class ClickHouseSink:
+    """Writes scores; answers read-only SQL for ``emostream sql`` and the demo."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        path = chdb_path(dsn)
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+        self.client = clickhouse_connect.get_client(dsn=dsn)
+
+    def apply_schema(self) -> None:
+        """Idempotent: every statement is ``CREATE ... IF NOT EXISTS``."""
+        for statement in ddl_statements():
+            self.client.command(statement)
+
+    def write(self, scores: Sequence[EmotionScore]) -> None:
+        if not scores:
+            return
+        columns: list[list[Any]] = [[] for _ in SCORE_COLUMNS]
+        for score in scores:
+            for column, name in zip(columns, SCORE_COLUMNS, strict=True):
+                value = getattr(score, name)
+                column.append(value.astimezone(UTC) if isinstance(value, datetime) else value)
+        self.client.insert("emotion_scores", columns, column_names=list(SCORE_COLUMNS), column_oriented=True)
+
+    def query(self, sql: str, read_only: bool = True) -> tuple[list[str], list[tuple[Any, ...]]]:
+        if read_only and not READ_ONLY_STATEMENT.match(sql):
+            raise ValueError("only read-only statements (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN) are allowed here")
+        result = self.client.query(sql)
+        return list(result.column_names), [tuple(row) for row in result.result_rows]
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,48 @@
+"""Small files through which embedded-mode processes find each other.
+
+``up`` owns the chDB directory (one process per directory) and the embedded broker; ``sql``, ``ingest``
+and ``demo`` read these files to reach them: the broker's address, and the worker's loopback web
+endpoint that answers read-only SQL on the data it owns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def write_state(path: Path, **fields: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({"pid": os.getpid(), **fields}) + "\n")
+    os.replace(tmp, path)
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """The file's fields if the process that wrote it is still alive, else None (stale files are ignored)."""
+    try:
+        state = json.loads(path.read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state
+
+
+def remove_state(path: Path) -> None:
+    try:
+        state = json.loads(path.read_text())
+        if state.get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def broker_file(home: Path) -> Path:
+    return home / "broker.json"
+
+
+def endpoint_file(dsn_dir: Path) -> Path:
+    """Beside the chDB directory it serves, so it is found from the DSN alone."""
+    return dsn_dir.with_name(dsn_dir.name + ".endpoint.json")

@@ -1,0 +1,112 @@
+"""Running a worker: load the model, open ClickHouse, create the topics, serve, and clean up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import faust
+import torch
+
+from emostream.settings import Settings
+from stream.app import WorkerParts, create_app
+from stream.broker import free_port
+from stream.runtime import load_runtime
+from stream.scoring import BatchScorer
+from stream.sink import ClickHouseSink, chdb_path
+from stream.state import broker_file, endpoint_file, read_state, remove_state, write_state
+from stream.topics import ensure_topics
+from trainer.registry import ModelRegistry
+
+log = logging.getLogger("emostream.worker")
+
+
+class NoBrokerError(RuntimeError):
+    pass
+
+
+def resolve_bootstrap(settings: Settings) -> str:
+    """The configured Kafka, else the embedded broker a running ``emostream up`` started."""
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    state = read_state(broker_file(settings.home))
+    if state:
+        return str(state["bootstrap"])
+    raise NoBrokerError(
+        "no Kafka to talk to: set EMOSTREAM_KAFKA_BOOTSTRAP (or --kafka-bootstrap), "
+        "or start the embedded stack with `emostream up`"
+    )
+
+
+def build_parts(settings: Settings) -> WorkerParts:
+    version = ModelRegistry(settings.registry).require_current()
+    model = load_runtime(settings, version.path)
+    sink = ClickHouseSink(settings.resolved_clickhouse_dsn())
+    sink.apply_schema()
+    max_batch = settings.max_batch
+    log.info("model %s on %s (%s), batches of up to %d", version.name, model.device, model.runtime_name, max_batch)
+    return WorkerParts(
+        BatchScorer(model, settings.review_threshold),
+        sink,
+        ThreadPoolExecutor(1, thread_name_prefix="emostream-blocking"),
+        max_batch,
+    )
+
+
+def add_web_views(app: faust.App, parts: WorkerParts) -> None:
+    @app.page("/healthz")
+    async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        model = parts.scorer.model
+        return web.json({"status": "ok", "model_version": model.version, "runtime": model.runtime_name})
+
+    @app.page("/sql")
+    async def sql(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        """Read-only SQL on the data this process owns (chDB allows one process per directory)."""
+        query = (await request.text()) or request.query.get("q", "")
+        try:
+            columns, rows = await parts.run_blocking(parts.sink.query, query)
+        except Exception as exc:
+            return web.bytes(json.dumps({"error": str(exc)}).encode(), status=400, content_type="application/json")
+        body = json.dumps({"columns": columns, "rows": rows}, default=str)
+        return web.bytes(body.encode(), content_type="application/json")
+
+
+def run_worker(settings: Settings, bootstrap: str) -> int:
+    """Serve until SIGINT/SIGTERM. Returns the exit code."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    parts = build_parts(settings)
+    created = asyncio.run(
+        ensure_topics(
+            bootstrap, [settings.topic_tweets, settings.topic_review, settings.topic_dlq], settings.partitions
+        )
+    )
+    if created:
+        log.info("created topics %s with %d partitions", ", ".join(created), settings.partitions)
+    port = settings.web_port or free_port(settings.web_host)
+    app = create_app(settings, bootstrap, parts, port)
+    add_web_views(app, parts)
+    data_dir = chdb_path(parts.sink.dsn)
+    endpoint: Path | None = endpoint_file(data_dir) if data_dir else None
+    if endpoint:
+        write_state(endpoint, url=f"http://{settings.web_host}:{port}", dsn=parts.sink.dsn)
+    log.info(
+        "worker consuming %s from %s; web endpoint http://%s:%d",
+        settings.topic_tweets,
+        bootstrap,
+        settings.web_host,
+        port,
+    )
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    finally:
+        if endpoint:
+            remove_state(endpoint)
+        parts.executor.shutdown(wait=True)
+        parts.sink.close()
+    return 0

@@ -1,0 +1,249 @@
+"""The worker end to end on real parts: a tansu broker, the ClickHouse engine (chDB), worker processes.
+
+Each test gets its own topics, consumer group and chDB directory on one session-wide broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from emostream.streaming_commands import query_endpoint
+from schemas import LABELS, DeadLetter, ReviewItem
+from stream.broker import EmbeddedBroker
+from stream.state import endpoint_file, read_state
+from tests.conftest import EMOSTREAM, run_cli
+from tests.test_scoring import MALFORMED
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with EmbeddedBroker(log_file=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+        yield running.bootstrap
+
+
+class Stack:
+    """Settings for one test: its topics, group and ClickHouse directory, and the worker processes."""
+
+    def __init__(self, broker: str, registry: Path, tmp: Path) -> None:
+        run = uuid.uuid4().hex[:8]
+        self.tmp = tmp
+        self.topic = f"tweets-{run}"
+        self.env = {
+            "EMOSTREAM_KAFKA_BOOTSTRAP": broker,
+            "EMOSTREAM_REGISTRY": str(registry),
+            "EMOSTREAM_HOME": str(tmp / "home"),
+            "EMOSTREAM_TOPIC_TWEETS": self.topic,
+            "EMOSTREAM_TOPIC_REVIEW": f"{self.topic}.review",
+            "EMOSTREAM_TOPIC_DLQ": f"{self.topic}.dlq",
+            "EMOSTREAM_GROUP_ID": f"group-{run}",
+            "EMOSTREAM_PARTITIONS": "4",
+            "EMOSTREAM_SESSION_TIMEOUT": "2",
+            "EMOSTREAM_HEARTBEAT_INTERVAL": "0.5",
+            "EMOSTREAM_MAX_BATCH": "32",
+            "EMOSTREAM_REVIEW_THRESHOLD": "0.3",
+        }
+        self.bootstrap = broker
+        self.workers: list[subprocess.Popen] = []
+
+    def dsn(self, name: str = "ch") -> str:
+        return f"chdb://{self.tmp / name}"
+
+    def start_worker(self, ch: str = "ch") -> subprocess.Popen:
+        env = {**os.environ, **self.env, "EMOSTREAM_CLICKHOUSE_DSN": self.dsn(ch)}
+        log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115
+        worker = subprocess.Popen([str(EMOSTREAM), "worker"], env=env, stdout=log, stderr=log)
+        self.workers.append(worker)
+        endpoint = endpoint_file(self.tmp / ch)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = read_state(endpoint)
+            if state and state["pid"] == worker.pid:
+                return worker
+            assert worker.poll() is None, self.logs()
+            time.sleep(0.1)
+        raise AssertionError("worker did not start:\n" + self.logs())
+
+    def sql(self, query: str, ch: str = "ch") -> list[list]:
+        state = read_state(endpoint_file(self.tmp / ch))
+        assert state, "no worker serves " + ch
+        return query_endpoint(str(state["url"]), query)[1]
+
+    def wait_for_rows(self, n: int, ch: str = "ch", timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sql("SELECT uniqExact(tweet_id) FROM emotion_scores", ch)[0][0] >= n:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"fewer than {n} rows after {timeout} s:\n" + self.logs())
+
+    def ingest(self, path: Path, *args: str) -> subprocess.CompletedProcess:
+        return run_cli("ingest", path, *args, env=self.env)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGINT)
+        for worker in self.workers:
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.tmp.glob("worker-*.log")))
+
+
+@pytest.fixture
+def stack(broker: str, trained_registry: Path, tmp_path: Path) -> Iterator[Stack]:
+    running = Stack(broker, trained_registry, tmp_path)
+    yield running
+    running.stop()
+
+
+def tweets_file(small_data: Path, path: Path, n: int) -> tuple[Path, list[str]]:
+    texts = [line.rpartition(";")[0] for line in (small_data / "train.txt").read_text().splitlines()][:n]
+    with path.open("w") as handle:
+        for i, text in enumerate(texts):
+            handle.write(json.dumps({"id": f"t{i:04d}", "text": text, "brand": ["acme", "globex"][i % 2]}) + "\n")
+    return path, texts
+
+
+def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 20) -> list[bytes]:
+    async def consume() -> list[bytes]:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=f"reader-{uuid.uuid4().hex[:6]}"
+        )
+        await consumer.start()
+        values: list[bytes] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while len(values) < expect and time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    values += [r.value for r in records]
+            for records in (await consumer.getmany(timeout_ms=1000)).values():  # anything beyond `expect`?
+                values += [r.value for r in records]
+        finally:
+            await consumer.stop()
+        return values
+
+    return asyncio.run(consume())
+
+
+def send_raw(bootstrap: str, topic: str, values: list[bytes | None]) -> None:
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            for value in values:
+                await producer.send_and_wait(topic, value, key=b"bad")
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def test_every_tweet_lands_once_with_the_scores_predict_gives(stack: Stack, small_data: Path) -> None:
+    path, texts = tweets_file(small_data, stack.tmp / "tweets.jsonl", 300)
+    stack.start_worker()
+    result = stack.ingest(path)
+    assert result.returncode == 0, result.stderr
+    assert "sent 300 tweets" in result.stdout
+    stack.wait_for_rows(300)
+    rows = stack.sql(
+        f"SELECT tweet_id, brand, model_version, label, confidence, {', '.join(LABELS)} "
+        "FROM emotion_scores FINAL ORDER BY tweet_id"
+    )
+    assert [r[0] for r in rows] == [f"t{i:04d}" for i in range(300)]
+    predicted = run_cli("predict", "--registry", stack.env["EMOSTREAM_REGISTRY"], stdin="\n".join(texts) + "\n")
+    assert predicted.returncode == 0, predicted.stderr
+    for row, line in zip(rows, predicted.stdout.splitlines(), strict=True):
+        expected = json.loads(line)
+        assert row[2] == expected["model_version"] and row[3] == expected["label"]
+        assert row[5:] == pytest.approx([expected[name] for name in LABELS], abs=1e-5)
+    assert {r[1] for r in rows} == {"acme", "globex"}
+    unsure = sum(1 for r in rows if r[4] < 0.3)
+    reviews = [ReviewItem.model_validate_json(v) for v in read_topic(stack.bootstrap, f"{stack.topic}.review", unsure)]
+    assert len(reviews) == unsure
+    assert all(item.score.confidence < 0.3 and item.reason.startswith("confidence") for item in reviews)
+
+
+def test_malformed_records_go_to_the_dead_letter_topic_and_scoring_goes_on(stack: Stack, small_data: Path) -> None:
+    path, _ = tweets_file(small_data, stack.tmp / "tweets.jsonl", 50)
+    stack.start_worker()
+    bad = [value for value, _ in MALFORMED]
+    send_raw(stack.bootstrap, stack.topic, bad[:5])
+    assert stack.ingest(path).returncode == 0
+    send_raw(stack.bootstrap, stack.topic, bad[5:])
+    stack.wait_for_rows(50)
+    letters = [DeadLetter.model_validate_json(v) for v in read_topic(stack.bootstrap, f"{stack.topic}.dlq", len(bad))]
+    assert sorted(letter.value or b"" for letter in letters) == sorted(value or b"" for value in bad)
+    assert all(letter.error and letter.topic == stack.topic for letter in letters)
+    assert stack.sql("SELECT count() FROM emotion_scores FINAL")[0][0] == 50
+
+
+def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(stack: Stack, small_data: Path) -> None:
+    path, _ = tweets_file(small_data, stack.tmp / "tweets.jsonl", 400)
+    first = stack.start_worker()
+    ingest = subprocess.Popen(
+        [str(EMOSTREAM), "ingest", str(path), "--rate", "100"],
+        env={**os.environ, **stack.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while stack.sql("SELECT count() FROM emotion_scores")[0][0] < 50:  # mid-stream: some scored, most not
+        assert time.monotonic() < deadline, stack.logs()
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    stack.start_worker()
+    assert ingest.wait(60) == 0
+    stack.wait_for_rows(400)
+    time.sleep(3)  # anything re-delivered after the restart has had time to land
+    total, distinct = stack.sql("SELECT count(), uniqExact(tweet_id) FROM emotion_scores FINAL")[0]
+    assert (total, distinct) == (400, 400)
+    per_brand = stack.sql("SELECT brand, count() FROM emotion_scores FINAL GROUP BY brand ORDER BY brand")
+    assert per_brand == [["acme", 200], ["globex", 200]]
+
+
+def test_two_workers_share_the_partitions(stack: Stack, small_data: Path) -> None:
+    path, _ = tweets_file(small_data, stack.tmp / "tweets.jsonl", 400)
+    stack.start_worker("ch-a")
+    stack.start_worker("ch-b")  # a second process needs its own chDB directory; a server has no such limit
+    time.sleep(3)  # both in the group before tweets arrive
+    assert stack.ingest(path).returncode == 0
+    deadline = time.monotonic() + 120
+    while True:
+        counts = [stack.sql("SELECT uniqExact(tweet_id) FROM emotion_scores", ch)[0][0] for ch in ("ch-a", "ch-b")]
+        if sum(counts) >= 400 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    stack.stop()
+    ids: dict[str, set[str]] = {}
+    for ch in ("ch-a", "ch-b"):
+        result = run_cli(
+            "sql",
+            "SELECT DISTINCT tweet_id FROM emotion_scores",
+            "--format",
+            "csv",
+            env={**stack.env, "EMOSTREAM_CLICKHOUSE_DSN": stack.dsn(ch)},
+        )
+        assert result.returncode == 0, result.stderr
+        ids[ch] = {row[0] for row in csv.reader(io.StringIO(result.stdout))} - {"tweet_id"}
+    assert ids["ch-a"] and ids["ch-b"], counts
+    assert len(ids["ch-a"] | ids["ch-b"]) == 400

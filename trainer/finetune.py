@@ -1,0 +1,249 @@
+"""End-to-end fine-tuning with the Hugging Face Trainer, writing a new version into the model registry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import DatasetDict
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EvalPrediction,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from schemas import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS
+from stream.runtime import EmotionModel
+from trainer.export import export_onnx
+from trainer.metrics import classification_metrics, plot_confusion_matrix
+from trainer.registry import ModelRegistry, ModelVersion
+from trainer.serving_check import serving_check
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    base_model: str
+    epochs: float = 4.0
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 128
+    seed: int = 42
+    eval_batch_size: int = 64
+
+
+@dataclass
+class TrainResult:
+    version: ModelVersion
+    promoted: bool
+    metrics: dict[str, Any]
+    seconds: float
+    serving: dict[str, Any]
+
+
+def fine_tune(
+    data: DatasetDict,
+    config: TrainConfig,
+    registry: ModelRegistry,
+    *,
+    data_source: str = "",
+    data_files: list[Path] | None = None,
+    promote: bool = False,
+) -> TrainResult:
+    """Fine-tune ``config.base_model`` on the train split, pick the best epoch on validation only,
+    evaluate the test split once at the end, and publish the result as a new registry version."""
+    started = time.monotonic()
+    set_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        config.base_model, num_labels=NUM_LABELS, id2label=ID2LABEL, label2id=LABEL2ID
+    )
+    encoded = data.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=config.max_length),
+        batched=True,
+        desc="tokenizing",
+    )
+    staging = registry.staging_dir()
+    try:
+        trainer = Trainer(
+            model=model,
+            args=_training_arguments(config, staging / "checkpoints"),
+            train_dataset=encoded["train"],
+            eval_dataset=encoded["validation"],
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
+            compute_metrics=_headline_metrics,
+        )
+        trainer.train()  # load_best_model_at_end: the best epoch by validation weighted F1
+        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+
+        trainer.save_model(staging)
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; training.json holds the same as JSON
+        tokenizer.save_pretrained(staging)
+        # Final figures from the saved weights through the serving runtime in fp32 (not the Trainer's
+        # autocast), so they are exactly what `emostream evaluate` reports for this version.
+        runtime = EmotionModel(staging, max_length=config.max_length)
+        metrics: dict[str, Any] = {}
+        predictions: dict[str, np.ndarray] = {}
+        for split in ("validation", "test"):
+            predictions[split] = runtime.predict_proba(data[split]["text"]).argmax(axis=-1)
+            metrics[split] = classification_metrics(data[split]["label"], predictions[split])
+        plot_confusion_matrix(
+            data["test"]["label"],
+            predictions["test"],
+            staging / "confusion_matrix.png",
+            f"Normalized confusion matrix (test): fine-tuned {Path(config.base_model).name}",
+        )
+        export_onnx(staging)
+        if runtime.device.type != "cpu":
+            runtime = EmotionModel(staging, device="cpu", max_length=config.max_length)
+            predictions["validation"] = runtime.predict_proba(data["validation"]["text"]).argmax(axis=-1)
+        serving = serving_check(staging, data["validation"], predictions["validation"])
+        seconds = time.monotonic() - started
+        training = _training_record(config, trainer, data, data_source, data_files or [], seconds)
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (staging / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+        (staging / "README.md").write_text(model_card(config, metrics, training))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    version = registry.publish(staging)
+    promoted = promote or registry.should_promote(version)
+    if promoted:
+        registry.promote(version)
+    return TrainResult(version=version, promoted=promoted, metrics=metrics, seconds=seconds, serving=serving)
+
+
+def bf16_available() -> bool:
+    """bf16 autocast pays off on GPUs that have it and on CPUs with native bf16 (AVX512-BF16, AMX):
+    measured here 1.5x faster training steps on a 2-core EPYC. Elsewhere it would be emulated, slower."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _training_arguments(config: TrainConfig, output_dir: Path) -> TrainingArguments:
+    cuda = torch.cuda.is_available()
+    bf16 = bf16_available()
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        group_by_length=True,  # batches of similar length: less padding, same gradients
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model="f1_weighted",
+        logging_strategy="epoch",
+        seed=config.seed,
+        bf16=bf16,
+        use_cpu=not cuda,  # transformers' switch for CPU autocast (and no accidental MPS)
+        fp16=cuda and not bf16,
+        report_to="none",
+        dataloader_num_workers=0,
+    )
+
+
+def _headline_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """What the Trainer logs each epoch and selects on (flat floats only)."""
+    result = classification_metrics(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
+    return {key: result[key] for key in ("accuracy", "f1_weighted", "f1_macro")}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _training_record(
+    config: TrainConfig, trainer: Trainer, data: DatasetDict, source: str, files: list[Path], seconds: float
+) -> dict[str, Any]:
+    """Everything needed to reproduce or audit the run."""
+    return {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "base_model": config.base_model,
+        "config": config.__dict__,
+        "training_arguments": json.loads(trainer.args.to_json_string()),
+        "best_checkpoint_metric": trainer.state.best_metric,
+        "log_history": trainer.state.log_history,
+        "data": {
+            "source": source,
+            "rows": {split: len(ds) for split, ds in data.items()},
+            "files": {str(f): sha256_of(f) for f in files},
+        },
+        "labels": list(LABELS),
+        "train_seconds": round(seconds, 1),
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
+            "bf16": bf16_available(),
+        },
+    }
+
+
+def model_card(config: TrainConfig, metrics: dict[str, Any], training: dict[str, Any]) -> str:
+    """A short model card: what it is, how it was trained, how well it does, and where it falls short."""
+    rows = "\n".join(
+        f"| {split} | {m['accuracy']:.4f} | {m['f1_weighted']:.4f} | {m['f1_macro']:.4f} |"
+        for split, m in metrics.items()
+    )
+    per_class = "\n".join(
+        f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
+        for name, c in metrics["test"]["per_class"].items()
+    )
+    return f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [emotion, emostream]
+---
+# emostream emotion classifier
+
+Fine-tuned from `{config.base_model}` to classify English tweets into {", ".join(LABELS)}.
+
+## Training
+- data: `{training["data"]["source"]}` ({training["data"]["rows"]})
+- {config.epochs:g} epochs, batch size {config.batch_size}, peak learning rate {config.learning_rate:g} with
+  {config.warmup_ratio:.0%} linear warm-up and linear decay, weight decay {config.weight_decay:g},
+  max length {config.max_length}, seed {config.seed}; best epoch chosen on validation weighted F1
+- took {training["train_seconds"]:.0f} s on {training["environment"]["device"]}
+
+## Results
+| split | accuracy | weighted F1 | macro F1 |
+|---|---|---|---|
+{rows}
+
+Test split, per class:
+
+| label | precision | recall | F1 | support |
+|---|---|---|---|---|
+{per_class}
+
+## Limitations
+The CARER tweets were collected by hashtag and lower-cased; love and surprise are rare (8% and 4%)
+and are confused with joy and fear most often. Scores on other domains or languages are untested.
+"""

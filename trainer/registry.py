@@ -1,0 +1,112 @@
+"""A model registry on the file system: numbered versions and a ``current`` pointer that serving follows.
+
+Layout::
+
+    models/
+      current            # one line: the version serving uses, e.g. "v0002"
+      v0001/             # save_pretrained() weights + tokenizer, metrics.json, training.json, README.md
+      v0002/
+
+A version is staged in a hidden directory and renamed into place, so readers never see half a model;
+``current`` is replaced atomically, so a worker polling it reads either the old or the new version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
+CURRENT_FILE = "current"
+METRICS_FILE = "metrics.json"
+
+
+class RegistryError(RuntimeError):
+    """The registry is missing, empty or points at a version that is not there."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    path: Path
+
+    @property
+    def number(self) -> int:
+        match = VERSION_PATTERN.match(self.name)
+        assert match is not None
+        return int(match.group(1))
+
+    def metrics(self) -> dict[str, Any]:
+        file = self.path / METRICS_FILE
+        return json.loads(file.read_text()) if file.is_file() else {}
+
+    def validation_score(self) -> float | None:
+        """The score promotion compares: weighted F1 on the validation split."""
+        return self.metrics().get("validation", {}).get("f1_weighted")
+
+
+class ModelRegistry:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def versions(self) -> list[ModelVersion]:
+        if not self.root.is_dir():
+            return []
+        found = [ModelVersion(p.name, p) for p in self.root.iterdir() if p.is_dir() and VERSION_PATTERN.match(p.name)]
+        return sorted(found, key=lambda v: v.number)
+
+    def get(self, name: str) -> ModelVersion:
+        path = self.root / name
+        if not (VERSION_PATTERN.match(name) and path.is_dir()):
+            raise RegistryError(f"{self.root}: no version {name!r}")
+        return ModelVersion(name, path)
+
+    def current(self) -> ModelVersion | None:
+        pointer = self.root / CURRENT_FILE
+        if not pointer.is_file():
+            return None
+        return self.get(pointer.read_text().strip())
+
+    def require_current(self) -> ModelVersion:
+        """The serving version, or a clear error that says how to get one."""
+        current = self.current()
+        if current is None:
+            raise RegistryError(f"{self.root}: no current model; train one with `emostream train`")
+        return current
+
+    def staging_dir(self) -> Path:
+        """A fresh hidden directory inside the registry (same file system, so publish() can rename it)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+
+    def publish(self, staged: Path) -> ModelVersion:
+        """Give a staged directory the next version number; safe against concurrent publishers."""
+        while True:
+            versions = self.versions()
+            name = f"v{(versions[-1].number if versions else 0) + 1:04d}"
+            try:
+                os.rename(staged, self.root / name)
+            except OSError:
+                if (self.root / name).exists():  # another publisher took the name: take the next one
+                    continue
+                raise
+            return ModelVersion(name, self.root / name)
+
+    def promote(self, version: ModelVersion) -> None:
+        pointer = self.root / CURRENT_FILE
+        tmp = pointer.with_name(f".{CURRENT_FILE}.{os.getpid()}")
+        tmp.write_text(version.name + "\n")
+        os.replace(tmp, pointer)
+
+    def should_promote(self, candidate: ModelVersion) -> bool:
+        """Promote the first model, or one that beats the current one on validation weighted F1."""
+        current = self.current()
+        if current is None:
+            return True
+        ours, theirs = candidate.validation_score(), current.validation_score()
+        return theirs is None or (ours is not None and ours > theirs)
