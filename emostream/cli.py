@@ -13,6 +13,7 @@ def main() -> None:
     """Entry point: user errors become one clear line on stderr and exit code 2, never a traceback."""
     from pydantic import ValidationError
 
+    from schemas import describe_errors
     from trainer.data import DataError
     from trainer.registry import RegistryError
 
@@ -22,6 +23,5 @@ def main() -> None:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        err.print(f"[red]error:[/red] invalid setting: {problems}", highlight=False)
+        err.print(f"[red]error:[/red] invalid setting: {describe_errors(exc)}", highlight=False)
         sys.exit(2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from schemas.labels import LABELS
 
@@ -90,3 +90,10 @@ class DeadLetter(BaseModel):
     value: bytes | None = Field(description="the record's raw bytes, unchanged")
     error: str
     failed_at: datetime = Field(default_factory=utc_now)
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line naming each bad field and its problem, e.g. ``text: must not be blank; id: Field required``."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+    )

@@ -11,6 +11,7 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import random
 import sys
 import time
@@ -21,12 +22,14 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from tqdm.auto import tqdm
 
-from schemas import Tweet
+from schemas import Tweet, describe_errors
 
 OnError = Literal["skip", "fail"]
+log = logging.getLogger("emostream.ingest")
 
 
 class IngestError(ValueError):
@@ -103,7 +106,7 @@ def _validate(record: object, fields: FieldMap) -> Tweet | str:
     try:
         return Tweet.model_validate(fields.apply(record))
     except ValidationError as exc:
-        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return describe_errors(exc)
 
 
 def replay_tweets(texts: list[str], split: str, brands: list[str], run_id: str, seed: int = 0) -> Iterator[Tweet]:
@@ -120,6 +123,24 @@ def replay_tweets(texts: list[str], split: str, brands: list[str], run_id: str, 
         )
 
 
+async def start_producer(bootstrap: str) -> AIOKafkaProducer:
+    """An idempotent acks=all producer, or a plain acks=all one where the broker cannot do idempotence.
+
+    The embedded broker (tansu) answers InitProducerId with an error; there a retried send may repeat a
+    record, which the idempotent sink (ReplacingMergeTree on tweet id) absorbs anyway.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    try:
+        await producer.start()
+        return producer
+    except KafkaError as exc:
+        await producer.stop()
+        log.warning("the broker refused an idempotent producer (%s); using acks=all without idempotence", exc)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    return producer
+
+
 async def produce(
     bootstrap: str,
     topic: str,
@@ -132,8 +153,7 @@ async def produce(
 ) -> IngestReport:
     """Send tweets (keyed by id) at up to ``rate`` per second (0: as fast as possible)."""
     report = IngestReport()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
-    await producer.start()
+    producer = await start_producer(bootstrap)
     started = time.monotonic()
     pending: list[asyncio.Future] = []
     try:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import numpy as np
 from pydantic import ValidationError
 
-from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet
+from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet, describe_errors
 from stream.runtime import EmotionModel
 
 
@@ -55,7 +55,7 @@ def parse_tweet(record: RawRecord) -> Tweet | DeadLetter:
     except json.JSONDecodeError as exc:
         error = f"value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
     except ValidationError as exc:
-        error = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        error = describe_errors(exc)
     except ValueError as exc:
         error = str(exc)
     return DeadLetter(

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faust
-import torch
 
 from emostream.settings import Settings
 from stream.app import WorkerParts, create_app
@@ -63,20 +62,31 @@ def add_web_views(app: faust.App, parts: WorkerParts) -> None:
         return web.json({"status": "ok", "model_version": model.version, "runtime": model.runtime_name})
 
     @app.page("/sql")
-    async def sql(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        """Read-only SQL on the data this process owns (chDB allows one process per directory)."""
-        query = (await request.text()) or request.query.get("q", "")
-        try:
-            columns, rows = await parts.run_blocking(parts.sink.query, query)
-        except Exception as exc:
-            return web.bytes(json.dumps({"error": str(exc)}).encode(), status=400, content_type="application/json")
-        body = json.dumps({"columns": columns, "rows": rows}, default=str)
-        return web.bytes(body.encode(), content_type="application/json")
+    class SqlView(faust.web.View):
+        """Read-only SQL on the data this process owns (chDB allows one process per directory).
+
+        POST the statement as the body, or GET with ``?q=``; answers ``{"columns": [...], "rows": [...]}``.
+        """
+
+        async def get(self, request: faust.web.Request) -> faust.web.Response:
+            return await self._answer(request.query.get("q", ""))
+
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            return await self._answer(await request.text())
+
+        async def _answer(self, query: str) -> faust.web.Response:
+            try:
+                columns, rows = await parts.run_blocking(parts.sink.query, query)
+            except Exception as exc:
+                body, status = {"error": str(exc)}, 400
+            else:
+                body, status = {"columns": columns, "rows": rows}, 200
+            return self.bytes(json.dumps(body, default=str).encode(), status=status, content_type="application/json")
 
 
 def run_worker(settings: Settings, bootstrap: str) -> int:
     """Serve until SIGINT/SIGTERM. Returns the exit code."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    settings.home.mkdir(parents=True, exist_ok=True)
     parts = build_parts(settings)
     created = asyncio.run(
         ensure_topics(
