@@ -15,12 +15,13 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 
-def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    result = Table(title=title, title_justify="left")
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], raw: bool = False) -> Table:
+    """A table of results; ``raw`` prints values as they are (query output), else numbers are formatted."""
+    result = Table(title=title or None, title_justify="left")
     for i, name in enumerate(columns):
         result.add_column(name, justify="left" if i == 0 else "right")
     for row in rows:
-        result.add_row(*(_cell(v) for v in row))
+        result.add_row(*(("" if v is None else str(v)) if raw else _cell(v) for v in row))
     return result
 
 

@@ -73,9 +73,12 @@ class Settings(BaseSettings):
     topic_dlq: str = Field("tweets.dlq", description="dead-letter topic for invalid records")
     partitions: int = Field(4, gt=0, description="partitions of the topics the worker creates")
     group_id: str = Field("emostream-scorer", description="Kafka consumer group of the workers")
-    max_batch: int = Field(256, gt=0, description="tweets per micro-batch (at most)")
-    max_wait: float = Field(0.25, gt=0, description="seconds to wait for a micro-batch to fill")
+    max_batch: int = Field(512, gt=0, description="tweets per micro-batch (at most)")
+    max_wait: float = Field(0.1, gt=0, description="seconds to wait for a micro-batch to fill")
     review_threshold: float = Field(0.6, ge=0, le=1, description="confidence under which a tweet goes to review")
+    fetch_max_wait: float = Field(
+        0.1, gt=0, description="longest a consumer fetch waits at the broker for data, seconds"
+    )
     session_timeout: float = Field(6.0, gt=0, description="Kafka consumer session timeout, seconds")
     heartbeat_interval: float = Field(1.5, gt=0, description="Kafka consumer heartbeat interval, seconds")
     web_host: str = Field("127.0.0.1", description="host of the worker's web endpoint")

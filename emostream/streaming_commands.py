@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import logging.config
 import os
 import sys
 import time
@@ -31,10 +32,9 @@ WebPort = Annotated[int | None, setting("web_port")]
 
 
 def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("emostream").setLevel(logging.INFO)
+    from stream.worker import LOGGING_CONFIG
+
+    logging.config.dictConfig(LOGGING_CONFIG)
 
 
 def _worker_settings(**flags: Any) -> Settings:
@@ -235,7 +235,7 @@ def sql(
         writer.writerow(columns)
         writer.writerows(rows)
     else:
-        out.print(table("", columns, rows))
+        out.print(table("", columns, rows, raw=True))
 
 
 def run_sql(settings: Settings, query: str) -> tuple[list[str], list[Any]]:

@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS emotion_scores
     anger         Float32,
     fear          Float32,
     surprise      Float32,
+    inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3),  -- set by ClickHouse: when the row became visible
     INDEX created_at_minmax created_at TYPE minmax GRANULARITY 4,
     INDEX brand_set brand TYPE set(1024) GRANULARITY 4
 )
