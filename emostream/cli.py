@@ -11,15 +11,20 @@ from emostream.console import err
 
 def main() -> None:
     """Entry point: user errors become one clear line on stderr and exit code 2, never a traceback."""
+    from aiokafka.errors import KafkaConnectionError
     from pydantic import ValidationError
 
     from schemas import describe_errors
+    from stream.worker import NoBrokerError
     from trainer.data import DataError
     from trainer.registry import RegistryError
 
     try:
         app()
-    except (DataError, RegistryError, UsageError) as exc:
+    except KafkaConnectionError as exc:
+        err.print(f"[red]error:[/red] cannot reach Kafka: {exc} (check EMOSTREAM_KAFKA_BOOTSTRAP)", highlight=False)
+        sys.exit(2)
+    except (DataError, RegistryError, UsageError, NoBrokerError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)
     except ValidationError as exc:

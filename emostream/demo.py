@@ -133,9 +133,14 @@ def _print_results(url: str, where: str, settings: Settings, sent: int, seconds:
         f"SELECT brand, count() AS tweets, {shares}, round(avg(confidence), 3) AS mean_confidence "
         f"FROM emotion_scores FINAL WHERE {where} GROUP BY brand ORDER BY brand",
     )
-    out.print(table(f"Emotion shares per brand, % of {sent:,} tweets scored in {seconds:.1f} s", columns, rows))
+    out.print(
+        table(f"Emotion shares per brand, % of {sent:,} tweets scored in {seconds:.1f} s", columns, rows, raw=True)
+    )
     review = asyncio.run(_topic_size(bootstrap, settings.topic_review))
-    dead = asyncio.run(_topic_size(bootstrap, settings.topic_dlq))
+    dead, deadline = 0, time.monotonic() + 30
+    while dead < len(MALFORMED) and time.monotonic() < deadline:  # they may trail the last valid tweet
+        dead = asyncio.run(_topic_size(bootstrap, settings.topic_dlq))
+        time.sleep(0.2)
     out.print(
         f"{sent:,} tweets in, {sum(int(r[1]) for r in rows):,} rows in emotion_scores; "
         f"{review:,} sent to review ({settings.topic_review}, confidence < {settings.review_threshold}); "

@@ -37,10 +37,6 @@ def configure_logging() -> None:
     logging.config.dictConfig(LOGGING_CONFIG)
 
 
-def _worker_settings(**flags: Any) -> Settings:
-    return load_settings(**flags)
-
-
 @app.command()
 def broker(
     port: Annotated[
@@ -78,20 +74,9 @@ def worker(
     web_port: WebPort = None,
 ) -> None:
     """Score tweets from a running Kafka into ClickHouse (join more workers to share the partitions)."""
+    settings = load_settings(**locals())  # every parameter is a Settings field of the same name
     from stream.worker import resolve_bootstrap, run_worker
 
-    settings = _worker_settings(
-        kafka_bootstrap=kafka_bootstrap,
-        clickhouse_dsn=clickhouse_dsn,
-        registry=registry,
-        home=home,
-        runtime=runtime,
-        max_batch=max_batch,
-        max_wait=max_wait,
-        review_threshold=review_threshold,
-        partitions=partitions,
-        web_port=web_port,
-    )
     configure_logging()
     raise typer.Exit(run_worker(settings, resolve_bootstrap(settings)))
 
@@ -110,22 +95,11 @@ def up(
     web_port: WebPort = None,
 ) -> None:
     """The embedded stack: broker (unless a bootstrap is configured), worker and web endpoint. Ctrl-C stops all."""
+    settings = load_settings(**locals())  # every parameter is a Settings field of the same name
     from stream.broker import EmbeddedBroker
     from stream.state import broker_file, remove_state, write_state
     from stream.worker import run_worker
 
-    settings = _worker_settings(
-        kafka_bootstrap=kafka_bootstrap,
-        clickhouse_dsn=clickhouse_dsn,
-        registry=registry,
-        home=home,
-        runtime=runtime,
-        max_batch=max_batch,
-        max_wait=max_wait,
-        review_threshold=review_threshold,
-        partitions=partitions,
-        web_port=web_port,
-    )
     configure_logging()
     if settings.kafka_bootstrap:
         raise typer.Exit(run_worker(settings, settings.kafka_bootstrap))

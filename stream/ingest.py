@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 from tqdm.auto import tqdm
 
@@ -130,12 +130,20 @@ async def start_producer(bootstrap: str) -> AIOKafkaProducer:
     record, which the idempotent sink (ReplacingMergeTree on tweet id) absorbs anyway.
     """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    sender_log = logging.getLogger("aiokafka.producer.sender")
+    level = sender_log.level
+    sender_log.setLevel(logging.CRITICAL)  # the refusal is expected and reported below, once
     try:
         await producer.start()
         return producer
+    except KafkaConnectionError:
+        await producer.stop()
+        raise
     except KafkaError as exc:
         await producer.stop()
         log.warning("the broker refused an idempotent producer (%s); using acks=all without idempotence", exc)
+    finally:
+        sender_log.setLevel(level)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     return producer

