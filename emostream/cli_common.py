@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_origin
 
 import typer
 
-from emostream.settings import Settings
+from emostream.settings import Settings, load_settings
 
 app = typer.Typer(
     name="emostream",
@@ -31,6 +34,38 @@ def setting(name: str, *flags: str) -> Any:
         help=f"{field.description} (env EMOSTREAM_{name.upper()}; default {default})",
         show_default=False,
     )
+
+
+def settings_command(fields: Sequence[str]) -> Callable[[Callable[[Settings], None]], Callable[..., None]]:
+    """Make ``fn(settings)`` a command with one ``--flag`` per listed Settings field.
+
+    Commands that only configure (``worker``, ``up``) then share one list of fields instead of repeating
+    long parameter lists; Typer reads the built signature like any other.
+    """
+
+    def wrap(fn: Callable[[Settings], None]) -> Callable[..., None]:
+        @functools.wraps(fn)
+        def command(**flags: Any) -> None:
+            fn(load_settings(**flags))
+
+        parameters = []
+        for name in fields:
+            annotation = Settings.model_fields[name].annotation
+            if get_origin(annotation) is Literal:
+                annotation = str
+            parameters.append(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=None,
+                    annotation=Annotated[annotation | None, setting(name)],
+                )
+            )
+        command.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+        del command.__wrapped__  # Typer must read the built signature, not fn's
+        return command
+
+    return wrap
 
 
 Data = Annotated[str | None, setting("data")]

@@ -16,19 +16,13 @@ from typing import Annotated, Any
 
 import typer
 
-from emostream.cli_common import Data, Registry, UsageError, app, setting
+from emostream.cli_common import Data, Registry, UsageError, app, setting, settings_command
 from emostream.console import err, out, table
 from emostream.settings import Settings, load_settings
 
 Bootstrap = Annotated[str | None, setting("kafka_bootstrap")]
 Dsn = Annotated[str | None, setting("clickhouse_dsn")]
 Home = Annotated[Path | None, setting("home")]
-Runtime = Annotated[str | None, setting("runtime")]
-MaxBatch = Annotated[int | None, setting("max_batch")]
-MaxWait = Annotated[float | None, setting("max_wait")]
-Threshold = Annotated[float | None, setting("review_threshold")]
-Partitions = Annotated[int | None, setting("partitions")]
-WebPort = Annotated[int | None, setting("web_port")]
 
 
 def configure_logging() -> None:
@@ -60,21 +54,36 @@ def broker(
     os.execv(command[0], command)
 
 
+SERVING_FIELDS = (
+    "kafka_bootstrap",
+    "clickhouse_dsn",
+    "registry",
+    "home",
+    "runtime",
+    "device",
+    "torch_threads",
+    "inference_batch_size",
+    "max_length",
+    "max_batch",
+    "max_wait",
+    "review_threshold",
+    "topic_tweets",
+    "topic_review",
+    "topic_dlq",
+    "partitions",
+    "group_id",
+    "session_timeout",
+    "heartbeat_interval",
+    "fetch_max_wait",
+    "web_host",
+    "web_port",
+)
+
+
 @app.command()
-def worker(
-    kafka_bootstrap: Bootstrap = None,
-    clickhouse_dsn: Dsn = None,
-    registry: Registry = None,
-    home: Home = None,
-    runtime: Runtime = None,
-    max_batch: MaxBatch = None,
-    max_wait: MaxWait = None,
-    review_threshold: Threshold = None,
-    partitions: Partitions = None,
-    web_port: WebPort = None,
-) -> None:
+@settings_command(SERVING_FIELDS)
+def worker(settings: Settings) -> None:
     """Score tweets from a running Kafka into ClickHouse (join more workers to share the partitions)."""
-    settings = load_settings(**locals())  # every parameter is a Settings field of the same name
     from stream.worker import resolve_bootstrap, run_worker
 
     configure_logging()
@@ -82,20 +91,9 @@ def worker(
 
 
 @app.command()
-def up(
-    kafka_bootstrap: Bootstrap = None,
-    clickhouse_dsn: Dsn = None,
-    registry: Registry = None,
-    home: Home = None,
-    runtime: Runtime = None,
-    max_batch: MaxBatch = None,
-    max_wait: MaxWait = None,
-    review_threshold: Threshold = None,
-    partitions: Partitions = None,
-    web_port: WebPort = None,
-) -> None:
+@settings_command(SERVING_FIELDS)
+def up(settings: Settings) -> None:
     """The embedded stack: broker (unless a bootstrap is configured), worker and web endpoint. Ctrl-C stops all."""
-    settings = load_settings(**locals())  # every parameter is a Settings field of the same name
     from stream.broker import EmbeddedBroker
     from stream.state import broker_file, remove_state, write_state
     from stream.worker import run_worker

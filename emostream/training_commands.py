@@ -125,6 +125,8 @@ def train(
     epochs: Annotated[float | None, setting("epochs")] = None,
     batch_size: Annotated[int | None, setting("batch_size")] = None,
     learning_rate: Annotated[float | None, setting("learning_rate")] = None,
+    warmup_ratio: Annotated[float | None, setting("warmup_ratio")] = None,
+    weight_decay: Annotated[float | None, setting("weight_decay")] = None,
     max_length: MaxLength = None,
     seed: Seed = None,
     promote: Annotated[bool, typer.Option("--promote", help="make the new version current even if not better")] = False,
@@ -143,6 +145,8 @@ def train(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
         max_length=max_length,
         seed=seed,
     )

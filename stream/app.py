@@ -105,7 +105,6 @@ def create_app(settings: Settings, bootstrap: str, parts: WorkerParts, web_port:
                 withhold_acks(events)  # stopping mid-batch: leave these offsets for the next worker
                 raise
 
-    app.parts = parts  # type: ignore[attr-defined]
     app.review_topic, app.dead_letter_topic = review, dead_letters  # type: ignore[attr-defined]
     return app
 

@@ -19,3 +19,22 @@ def test_bad_environment_value_names_the_setting(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("EMOSTREAM_BATCH_SIZE", "-3")
     with pytest.raises(ValidationError, match="batch_size"):
         load_settings()
+
+
+def test_every_setting_is_a_flag_of_some_command() -> None:
+    import typer.main
+
+    from emostream.cli import app
+    from emostream.settings import Settings
+
+    group = typer.main.get_command(app)
+    flags = {param.name for command in group.commands.values() for param in command.params}  # type: ignore[attr-defined]
+    assert set(Settings.model_fields) - flags == set()
+
+
+def test_flags_reach_the_serving_commands(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    result = run_cli("worker", "--home", tmp_path / "h", "--max-batch", "-1")
+    assert result.returncode == 2
+    assert "max_batch" in result.stderr and "greater than 0" in result.stderr
