@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -29,7 +30,7 @@ def frame_table(title: str, frame: pd.DataFrame, index: bool = True) -> Table:
     columns = ([frame.index.name or ""] if index else []) + [str(c) for c in frame.columns]
     rows = (
         [idx, *values] if index else list(values)
-        for idx, values in zip(frame.index, frame.values.tolist(), strict=True)
+        for idx, values in zip(frame.index, frame.itertuples(index=False), strict=True)
     )
     return table(title, columns, rows)
 
@@ -52,8 +53,8 @@ def per_class_table(title: str, metrics: dict[str, Any]) -> Table:
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
-    if isinstance(value, int):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return f"{value:,}"
+    if isinstance(value, numbers.Real):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
     return "" if value is None else str(value)

@@ -60,13 +60,14 @@ def build_parts(settings: Settings) -> WorkerParts:
     model = load_runtime(settings, version.path)
     sink = ClickHouseSink(settings.resolved_clickhouse_dsn())
     sink.apply_schema()
-    max_batch = settings.max_batch
-    log.info("model %s on %s (%s), batches of up to %d", version.name, model.device, model.runtime_name, max_batch)
+    log.info(
+        "model %s on %s (%s), batches of up to %d", version.name, model.device, model.runtime_name, settings.max_batch
+    )
     return WorkerParts(
         BatchScorer(model, settings.review_threshold),
         sink,
         ThreadPoolExecutor(1, thread_name_prefix="emostream-blocking"),
-        max_batch,
+        settings.max_batch,
     )
 
 

@@ -27,11 +27,13 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per label: count in each split, share of the training split, and words-per-tweet statistics."""
     counts = frame.pivot_table(index="label_name", columns="split", values="text", aggfunc="count", observed=False)
     counts = counts.reindex(columns=[s for s in ("train", "validation", "test") if s in counts.columns])
+    counts = counts.fillna(0).astype(int)
     train = frame[frame["split"] == "train"] if "train" in set(frame["split"]) else frame
     share = train["label_name"].value_counts(normalize=True).reindex(list(LABELS)).fillna(0)
     words = frame.groupby("label_name", observed=False)["words_per_tweet"].agg(["median", "mean", "max"])
     table = counts.assign(train_share=share.round(3))
-    table = table.join(words.rename(columns=lambda c: f"words_{c}").round(1))
+    words = words.round(1).astype({"max": int})
+    table = table.join(words.rename(columns=lambda c: f"words_{c}"))
     table.index.name = "label"
     return table
 
