@@ -36,6 +36,11 @@ def setting(name: str, *flags: str) -> Any:
     )
 
 
+def settings_from(params: dict[str, Any]) -> Settings:
+    """Settings from a command's parameters: those named like a Settings field are flags for it."""
+    return load_settings(**{name: value for name, value in params.items() if name in Settings.model_fields})
+
+
 def settings_command(fields: Sequence[str]) -> Callable[[Callable[[Settings], None]], Callable[..., None]]:
     """Make ``fn(settings)`` a command with one ``--flag`` per listed Settings field.
 

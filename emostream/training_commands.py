@@ -23,6 +23,7 @@ from emostream.cli_common import (
     UsageError,
     app,
     setting,
+    settings_from,
 )
 from emostream.console import err, frame_table, metrics_table, out, per_class_table, table
 from emostream.settings import Settings, load_settings
@@ -59,7 +60,7 @@ def eda(
     """Class distribution and words per tweet: two PNG plots and the same numbers as a table."""
     from trainer.eda import eda_frame, plot_eda, summary_table
 
-    settings = load_settings(data=data, text_column=text_column, label_column=label_column, reports=reports)
+    settings = settings_from(locals())
     frame = eda_frame(_load_data(settings))
     out.print(frame_table("Tweets per label and words per tweet", summary_table(frame)))
     for path in plot_eda(frame, settings.reports):
@@ -75,25 +76,17 @@ def baseline(
     pooling: Annotated[str, typer.Option(help="cls (the book's choice) or mean (MiniLM's own pooling)")] = "mean",
     reports: Reports = None,
     device: Device = None,
-    batch_size: InferenceBatch = None,
+    inference_batch_size: InferenceBatch = None,
     seed: Seed = None,
 ) -> None:
     """Frozen-encoder features + LogisticRegression against DummyClassifier(most_frequent), on validation."""
+    settings = settings_from(locals())
     import torch
 
     from trainer.baseline import run_baseline
 
     if pooling not in ("cls", "mean"):
         raise UsageError(f"--pooling must be cls or mean, not {pooling!r}")
-    settings = load_settings(
-        data=data,
-        text_column=text_column,
-        label_column=label_column,
-        reports=reports,
-        device=device,
-        inference_batch_size=batch_size,
-        seed=seed,
-    )
     result = run_baseline(
         _load_data(settings),
         encoder or settings.base_model,
@@ -132,24 +125,11 @@ def train(
     promote: Annotated[bool, typer.Option("--promote", help="make the new version current even if not better")] = False,
 ) -> None:
     """Fine-tune end to end with the HF Trainer; write a new registry version. Prints its directory last."""
+    settings = settings_from(locals())
     from trainer.data import source_files
     from trainer.finetune import TrainConfig, fine_tune
     from trainer.registry import ModelRegistry
 
-    settings = load_settings(
-        data=data,
-        text_column=text_column,
-        label_column=label_column,
-        registry=registry,
-        base_model=base_model,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        warmup_ratio=warmup_ratio,
-        weight_decay=weight_decay,
-        max_length=max_length,
-        seed=seed,
-    )
     dataset = _load_data(settings)
     config = TrainConfig(
         base_model=settings.base_model,
@@ -222,21 +202,14 @@ def evaluate(
     label_column: LabelColumn = None,
     registry: Registry = None,
     device: Device = None,
-    batch_size: InferenceBatch = None,
+    inference_batch_size: InferenceBatch = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics as JSON")] = False,
 ) -> None:
     """Accuracy, weighted/macro F1, per-class scores and the confusion matrix of a saved model."""
+    settings = settings_from(locals())
     from trainer.data import ColumnMap, read_rows, to_dataset
     from trainer.evaluation import evaluate as evaluate_model
 
-    settings = load_settings(
-        data=data,
-        text_column=text_column,
-        label_column=label_column,
-        registry=registry,
-        device=device,
-        inference_batch_size=batch_size,
-    )
     if split in ("validation", "test", "train"):
         dataset = _load_data(settings)[split]
     elif Path(split).is_file():
@@ -275,9 +248,7 @@ def errors(
     """Error analysis: the validation examples with the highest and lowest loss, printed and as CSV."""
     from trainer.evaluation import losses_frame
 
-    settings = load_settings(
-        data=data, text_column=text_column, label_column=label_column, registry=registry, reports=reports, device=device
-    )
+    settings = settings_from(locals())
     runtime = _load_model(settings, model)
     frame = losses_frame(runtime, _load_data(settings)["validation"])
     settings.reports.mkdir(parents=True, exist_ok=True)
