@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from schemas import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS
-from stream.runtime import EmotionModel
+from stream.runtime import EmotionModel, cpu_has_native_bf16
 from trainer.export import export_onnx
 from trainer.metrics import classification_metrics, plot_confusion_matrix
 from trainer.registry import ModelRegistry, ModelVersion
@@ -139,7 +139,7 @@ def bf16_available() -> bool:
     measured here 1.5x faster training steps on a 2-core EPYC. Elsewhere it would be emulated, slower."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return cpu_has_native_bf16()
 
 
 def _training_arguments(config: TrainConfig, output_dir: Path) -> TrainingArguments:
