@@ -59,7 +59,8 @@ def test_train_prints_the_version_directory_last_and_promotes_only_better(
         "--batch-size",
         "32",
     )
-    first = run_cli(*args, "--learning-rate", "1e-3")
+    # three epochs at a real learning rate: clearly better than a head left at its random start below
+    first = run_cli(*args, "--learning-rate", "2e-3", "--epochs", "3")
     assert first.returncode == 0, first.stderr[-2000:]
     assert first.stdout.strip().splitlines()[-1] == str((tmp_path / "v0001").resolve())
     # a learning rate of ~0 leaves the random head: worse on validation, so it is kept but not promoted
