@@ -35,13 +35,13 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emostream.settings import load_settings  # noqa: E402
+from model.registry import ModelRegistry  # noqa: E402
+from model.runtime import EmotionModel, load_runtime  # noqa: E402
+from schemas.settings import load_settings  # noqa: E402
 from stream.broker import EmbeddedBroker  # noqa: E402
 from stream.ingest import produce  # noqa: E402
-from stream.runtime import EmotionModel, load_runtime  # noqa: E402
 from stream.state import endpoint_file, read_state  # noqa: E402
 from trainer.data import load_emotion  # noqa: E402
-from trainer.registry import ModelRegistry  # noqa: E402
 
 console = Console(stderr=True)
 

@@ -14,10 +14,10 @@ def main() -> None:
     from aiokafka.errors import KafkaConnectionError
     from pydantic import ValidationError
 
+    from model.registry import RegistryError
     from schemas import describe_errors
     from stream.worker import NoBrokerError
     from trainer.data import DataError
-    from trainer.registry import RegistryError
 
     try:
         app()

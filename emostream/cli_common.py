@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, get_origin
 
 import typer
 
-from emostream.settings import Settings, load_settings
+from schemas.settings import Settings, load_settings
 
 app = typer.Typer(
     name="emostream",

@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from tqdm.auto import tqdm
 
 from emostream.console import err, out, table
-from emostream.settings import Settings
 from schemas import LABELS
+from schemas.settings import Settings
 
 DEMO_TWEETS = 2000
 DEMO_BRANDS = ("acme", "globex", "initech", "umbrella")
@@ -30,12 +30,12 @@ MALFORMED = (b"not json at all", b'{"id": "demo-bad-1"}', b'{"id": "demo-bad-2",
 
 def run_demo(settings: Settings, train: Callable[[], None]) -> None:
     from emostream.streaming_commands import query_endpoint
+    from model.registry import ModelRegistry
     from stream.ingest import produce, replay_tweets
     from stream.sink import chdb_path
     from stream.state import broker_file, endpoint_file
     from trainer.data import load_emotion
     from trainer.finetune import display_name
-    from trainer.registry import ModelRegistry
 
     if settings.clickhouse_dsn or settings.kafka_bootstrap:
         err.print("note: the demo runs on the embedded defaults; EMOSTREAM_KAFKA_BOOTSTRAP/CLICKHOUSE_DSN are ignored")

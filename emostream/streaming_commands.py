@@ -18,7 +18,7 @@ import typer
 
 from emostream.cli_common import Data, Registry, UsageError, app, setting, settings_command
 from emostream.console import err, out, table
-from emostream.settings import Settings, load_settings
+from schemas.settings import Settings, load_settings
 
 Bootstrap = Annotated[str | None, setting("kafka_bootstrap")]
 Dsn = Annotated[str | None, setting("clickhouse_dsn")]

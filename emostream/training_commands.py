@@ -26,7 +26,7 @@ from emostream.cli_common import (
     settings_from,
 )
 from emostream.console import err, frame_table, metrics_table, out, per_class_table, table
-from emostream.settings import Settings, load_settings
+from schemas.settings import Settings, load_settings
 
 
 def _load_data(settings: Settings):  # -> DatasetDict
@@ -37,7 +37,7 @@ def _load_data(settings: Settings):  # -> DatasetDict
 
 
 def _model_dir(settings: Settings, model: str | None) -> Path:
-    from trainer.registry import ModelRegistry
+    from model.registry import ModelRegistry
 
     registry = ModelRegistry(settings.registry)
     if model is None:
@@ -48,7 +48,7 @@ def _model_dir(settings: Settings, model: str | None) -> Path:
 
 
 def _load_model(settings: Settings, model: str | None):  # -> EmotionModel
-    from stream.runtime import load_runtime
+    from model.runtime import load_runtime
 
     return load_runtime(settings, _model_dir(settings, model))
 
@@ -126,9 +126,9 @@ def train(
 ) -> None:
     """Fine-tune end to end with the HF Trainer; write a new registry version. Prints its directory last."""
     settings = settings_from(locals())
+    from model.registry import ModelRegistry
     from trainer.data import source_files
     from trainer.finetune import TrainConfig, fine_tune
-    from trainer.registry import ModelRegistry
 
     dataset = _load_data(settings)
     config = TrainConfig(
@@ -161,7 +161,7 @@ def train(
 @app.command()
 def models(registry: Registry = None) -> None:
     """List the registry's versions with their metrics; * marks the one serving uses."""
-    from trainer.registry import ModelRegistry
+    from model.registry import ModelRegistry
 
     settings = load_settings(registry=registry)
     reg = ModelRegistry(settings.registry)
@@ -270,7 +270,7 @@ def predict(
     plot: Annotated[Path | None, typer.Option(help="also draw the class probabilities as a bar chart PNG")] = None,
 ) -> None:
     """All six emotion probabilities per text, as JSON lines."""
-    from stream.runtime import score_records
+    from model.runtime import score_records
 
     settings = load_settings(registry=registry, device=device)
     if not texts:

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import faust
 from faust.types import EventT
 
-from emostream.settings import Settings
 from schemas import EmotionScore
+from schemas.settings import Settings
 from stream.codecs import register_codecs
 from stream.scoring import BatchScorer, RawRecord
 from stream.sink import ClickHouseSink

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import numpy as np
 from pydantic import ValidationError
 
+from model.runtime import EmotionModel
 from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet, describe_errors
-from stream.runtime import EmotionModel
 
 
 @dataclass(frozen=True)

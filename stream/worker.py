@@ -13,15 +13,15 @@ from typing import Any
 
 import faust
 
-from emostream.settings import Settings
+from model.registry import ModelRegistry
+from model.runtime import load_runtime
+from schemas.settings import Settings
 from stream.app import WorkerParts, create_app
 from stream.broker import free_port
-from stream.runtime import load_runtime
 from stream.scoring import BatchScorer
 from stream.sink import ClickHouseSink, chdb_path
 from stream.state import broker_file, endpoint_file, read_state, remove_state, write_state
 from stream.topics import ensure_topics
-from trainer.registry import ModelRegistry
 
 log = logging.getLogger("emostream.worker")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from emostream.settings import Settings
+from schemas.settings import Settings
 from stream.app import WorkerParts, create_app
 from stream.scoring import BatchScorer
 

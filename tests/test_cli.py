@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emostream.settings import load_settings
+from model.runtime import EmotionModel, load_runtime
 from schemas import LABELS
-from stream.runtime import EmotionModel, load_runtime
+from schemas.settings import load_settings
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.registry import ModelRegistry, RegistryError
+from model.registry import ModelRegistry, RegistryError
 
 
 def stage(registry: ModelRegistry, val_f1: float | None) -> Path:

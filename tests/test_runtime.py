@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emostream.settings import Settings
-from stream import runtime as rt
-from stream.runtime import batches_by_length, build_runtime, choose_runtime
+from model import runtime as rt
+from model.runtime import batches_by_length, build_runtime, choose_runtime
+from schemas.settings import Settings
 
 
 def test_batches_by_length_cover_every_text_once_longest_first() -> None:

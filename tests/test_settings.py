@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from emostream.settings import load_settings
+from schemas.settings import load_settings
 
 
 def test_environment_overrides_defaults_and_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,7 +25,7 @@ def test_every_setting_is_a_flag_of_some_command() -> None:
     import typer.main
 
     from emostream.cli import app
-    from emostream.settings import Settings
+    from schemas.settings import Settings
 
     group = typer.main.get_command(app)
     flags = {param.name for command in group.commands.values() for param in command.params}  # type: ignore[attr-defined]

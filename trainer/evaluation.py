@@ -9,8 +9,8 @@ import pandas as pd
 import torch
 from datasets import Dataset
 
+from model.runtime import EmotionModel
 from schemas import LABELS
-from stream.runtime import EmotionModel
 from trainer.metrics import classification_metrics
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from stream.runtime import ONNX_DIR
+from model.runtime import ONNX_DIR
 
 
 def export_onnx(model_dir: Path, opset: int = 17) -> Path:

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
-from stream.runtime import batches_by_length, resolve_device
+from model.runtime import batches_by_length, resolve_device
 
 Pooling = Literal["cls", "mean"]
 

@@ -25,11 +25,11 @@ from transformers import (
     set_seed,
 )
 
+from model.registry import ModelRegistry, ModelVersion
+from model.runtime import EmotionModel, cpu_has_native_bf16
 from schemas import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS
-from stream.runtime import EmotionModel, cpu_has_native_bf16
 from trainer.export import export_onnx
 from trainer.metrics import classification_metrics, plot_confusion_matrix
-from trainer.registry import ModelRegistry, ModelVersion
 from trainer.serving_check import serving_check
 
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
 
-from emostream.settings import Settings
 from schemas import LABELS
+from schemas.settings import Settings
 
 # Chunks of 16 tweets gain nothing from the tokenizer's own thread pool, which would only contend with
 # the model's threads (and warns after a fork). Users can still set it explicitly.
