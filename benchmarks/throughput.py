@@ -39,6 +39,7 @@ from model.registry import ModelRegistry  # noqa: E402
 from model.runtime import EmotionModel, load_runtime  # noqa: E402
 from schemas.settings import load_settings  # noqa: E402
 from stream.broker import EmbeddedBroker  # noqa: E402
+from stream.endpoint import Endpoint  # noqa: E402
 from stream.ingest import produce  # noqa: E402
 from stream.state import endpoint_file, read_state  # noqa: E402
 from trainer.data import load_emotion  # noqa: E402
@@ -98,12 +99,12 @@ class Worker:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start; see {tmp / 'worker.log'}")
             time.sleep(0.1)
-        self.url = str(state["url"])
+        endpoint = Endpoint.find(self.dir)
+        assert endpoint is not None
+        self.endpoint = endpoint
 
     def sql(self, query: str) -> list:
-        from emostream.streaming_commands import query_endpoint
-
-        return query_endpoint(self.url, query)[1]
+        return self.endpoint.sql(query).rows
 
     def count(self, prefix: str) -> int:
         return int(self.sql(f"SELECT count() FROM emotion_scores WHERE startsWith(tweet_id, '{prefix}')")[0][0])
@@ -113,7 +114,7 @@ class Worker:
         while (seen := self.count(prefix)) < n:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {seen}/{n} rows after {timeout} s")
-            time.sleep(1.0)  # polls share the worker's executor: poll rarely, read the timing from the rows
+            time.sleep(1.0)  # poll rarely (the endpoint shares the cores); the timing comes from the rows
         ((last_visible,),) = self.sql(
             f"SELECT toUnixTimestamp64Milli(max(inserted_at)) / 1000 FROM emotion_scores "
             f"WHERE startsWith(tweet_id, '{prefix}')"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 
 import typer
+from pydantic import SecretStr
 
 from schemas.settings import Settings, load_settings
 
@@ -56,7 +57,7 @@ def settings_command(fields: Sequence[str]) -> Callable[[Callable[[Settings], No
         parameters = []
         for name in fields:
             annotation = Settings.model_fields[name].annotation
-            if get_origin(annotation) is Literal:
+            if get_origin(annotation) is Literal or annotation in (SecretStr, SecretStr | None):
                 annotation = str
             parameters.append(
                 inspect.Parameter(

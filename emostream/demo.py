@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from emostream.console import err, out, table
 from schemas import LABELS
 from schemas.settings import Settings
+from stream.endpoint import Endpoint
 
 DEMO_TWEETS = 2000
 DEMO_BRANDS = ("acme", "globex", "initech", "umbrella")
@@ -29,11 +30,10 @@ MALFORMED = (b"not json at all", b'{"id": "demo-bad-1"}', b'{"id": "demo-bad-2",
 
 
 def run_demo(settings: Settings, train: Callable[[], None]) -> None:
-    from emostream.streaming_commands import query_endpoint
     from model.registry import ModelRegistry
     from stream.ingest import produce, replay_tweets
     from stream.sink import chdb_path
-    from stream.state import broker_file, endpoint_file
+    from stream.state import broker_file
     from trainer.data import load_emotion
     from trainer.finetune import display_name
 
@@ -60,7 +60,7 @@ def run_demo(settings: Settings, train: Callable[[], None]) -> None:
     try:
         dsn_dir = chdb_path(settings.resolved_clickhouse_dsn())
         assert dsn_dir is not None
-        url, bootstrap = _wait_for_stack(stack, endpoint_file(dsn_dir), broker_file(settings.home), log_path)
+        endpoint, bootstrap = _wait_for_stack(stack, dsn_dir, broker_file(settings.home), log_path)
         run_id = time.strftime("demo%Y%m%d%H%M%S")
         tweets = ((i, t) for i, t in enumerate(replay_tweets(texts, "test", list(DEMO_BRANDS), run_id), 1))
         err.print(
@@ -75,28 +75,30 @@ def run_demo(settings: Settings, train: Callable[[], None]) -> None:
             while bar.n < report.sent:
                 if stack.poll() is not None:
                     raise RuntimeError(f"`emostream up` exited with {stack.returncode}; see {log_path}")
-                count = query_endpoint(url, f"SELECT uniqExact(tweet_id) FROM emotion_scores WHERE {where}")[1][0][0]
+                count = endpoint.sql(f"SELECT uniqExact(tweet_id) FROM emotion_scores WHERE {where}").rows[0][0]
                 bar.update(int(count) - bar.n)
                 time.sleep(0.5)
         seconds = time.monotonic() - started
-        _print_results(url, where, settings, report.sent, seconds, bootstrap)
+        _print_results(endpoint, where, settings, report.sent, seconds, bootstrap)
     finally:
         _stop(stack)
 
 
 def _wait_for_stack(
-    stack: subprocess.Popen, endpoint: Path, broker: Path, log_path: Path, timeout: float = 180.0
-) -> tuple[str, str]:
-    from stream.state import read_state
+    stack: subprocess.Popen, data_dir: Path, broker: Path, log_path: Path, timeout: float = 180.0
+) -> tuple[Endpoint, str]:
+    from stream.state import endpoint_file, read_state
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if stack.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
             raise RuntimeError(f"`emostream up` exited with {stack.returncode}:\n" + "\n".join(tail))
-        web, kafka = read_state(endpoint), read_state(broker)
+        web, kafka = read_state(endpoint_file(data_dir)), read_state(broker)
         if web and kafka and web["pid"] == stack.pid:
-            return str(web["url"]), str(kafka["bootstrap"])
+            endpoint = Endpoint.find(data_dir)
+            if endpoint is not None:
+                return endpoint, str(kafka["bootstrap"])
         time.sleep(0.2)
     raise RuntimeError(f"`emostream up` did not come up within {timeout:.0f} s; see {log_path}")
 
@@ -130,24 +132,28 @@ async def _topic_size(bootstrap: str, topic: str, quiet_ms: int = 1000) -> int:
         await consumer.stop()
 
 
-def _print_results(url: str, where: str, settings: Settings, sent: int, seconds: float, bootstrap: str) -> None:
-    from emostream.streaming_commands import query_endpoint
-
+def _print_results(
+    endpoint: Endpoint, where: str, settings: Settings, sent: int, seconds: float, bootstrap: str
+) -> None:
     shares = ", ".join(f"round(100 * countIf(label = '{name}') / count(), 1) AS {name}" for name in LABELS)
-    columns, rows = query_endpoint(
-        url,
+    result = endpoint.sql(
         f"SELECT brand, count() AS tweets, {shares}, round(avg(confidence), 3) AS mean_confidence "
         f"FROM emotion_scores FINAL WHERE {where} GROUP BY brand ORDER BY brand",
     )
     out.print(
-        table(f"Emotion shares per brand, % of {sent:,} tweets scored in {seconds:.1f} s", columns, rows, raw=True)
+        table(
+            f"Emotion shares per brand, % of {sent:,} tweets scored in {seconds:.1f} s",
+            result.columns,
+            [[str(value) for value in row] for row in result.rows],
+            raw=True,
+        )
     )
     review = asyncio.run(_topic_size(bootstrap, settings.topic_review))
     dead, deadline = 0, time.monotonic() + 30
     while dead < len(MALFORMED) and time.monotonic() < deadline:  # they may trail the last valid tweet
         dead = asyncio.run(_topic_size(bootstrap, settings.topic_dlq))
     out.print(
-        f"{sent:,} tweets in, {sum(int(r[1]) for r in rows):,} rows in emotion_scores; "
+        f"{sent:,} tweets in, {sum(int(r[1]) for r in result.rows):,} rows in emotion_scores; "
         f"{review:,} sent to review ({settings.topic_review}, confidence < {settings.review_threshold}); "
         f"{dead:,} malformed records in {settings.topic_dlq}"
     )

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import logging.config
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from emostream.cli_common import Data, Registry, UsageError, app, setting, settings_command
+from emostream.cli_common import Data, Registry, UsageError, app, setting, settings_command, settings_from
 from emostream.console import err, out, table
 from schemas.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from stream.sql import SqlResult
 
 Bootstrap = Annotated[str | None, setting("kafka_bootstrap")]
 Dsn = Annotated[str | None, setting("clickhouse_dsn")]
@@ -77,6 +77,12 @@ SERVING_FIELDS = (
     "fetch_max_wait",
     "web_host",
     "web_port",
+    "web_token",
+    "shutdown_timeout",
+    "clickhouse_query_dsn",
+    "sql_timeout",
+    "sql_max_rows",
+    "sql_max_bytes",
 )
 
 
@@ -84,10 +90,11 @@ SERVING_FIELDS = (
 @settings_command(SERVING_FIELDS)
 def worker(settings: Settings) -> None:
     """Score tweets from a running Kafka into ClickHouse (join more workers to share the partitions)."""
-    from stream.worker import resolve_bootstrap, run_worker
+    from stream.state import resolve_bootstrap
+    from stream.worker import run_worker
 
     configure_logging()
-    raise typer.Exit(run_worker(settings, resolve_bootstrap(settings)))
+    raise typer.Exit(run_worker(settings, resolve_bootstrap(settings.kafka_bootstrap, settings.home)))
 
 
 @app.command()
@@ -95,22 +102,25 @@ def worker(settings: Settings) -> None:
 def up(settings: Settings) -> None:
     """The embedded stack: broker (unless a bootstrap is configured), worker and web endpoint. Ctrl-C stops all."""
     from stream.broker import EmbeddedBroker
+    from stream.shutdown import Shutdown
     from stream.state import broker_file, remove_state, write_state
     from stream.worker import run_worker
 
     configure_logging()
+    shutdown = Shutdown(settings.shutdown_timeout)
     if settings.kafka_bootstrap:
-        raise typer.Exit(run_worker(settings, settings.kafka_bootstrap))
+        raise typer.Exit(run_worker(settings, settings.kafka_bootstrap, shutdown))
     settings.home.mkdir(parents=True, exist_ok=True)
-    embedded = EmbeddedBroker(log_file=settings.home / "broker.log").start()
     state = broker_file(settings.home)
-    write_state(state, bootstrap=embedded.bootstrap)
-    err.print(f"embedded broker on {embedded.bootstrap} (in memory: topics vanish when `up` stops)")
-    try:
-        code = run_worker(settings, embedded.bootstrap)
-    finally:
-        remove_state(state)
-        embedded.stop()
+    with EmbeddedBroker(log_file=settings.home / "broker.log") as embedded:
+        shutdown.on_abort(embedded.kill)  # a forced exit still takes the broker down
+        shutdown.on_abort(lambda: remove_state(state))
+        write_state(state, bootstrap=embedded.bootstrap)
+        err.print(f"embedded broker on {embedded.bootstrap} (in memory: topics vanish when `up` stops)")
+        try:
+            code = run_worker(settings, embedded.bootstrap, shutdown)
+        finally:
+            remove_state(state)
     raise typer.Exit(code)
 
 
@@ -141,14 +151,14 @@ def ingest(
 ) -> None:
     """Send tweets to the input topic: idempotent producer, acks=all, progress bar, counts at the end."""
     from stream.ingest import FieldMap, IngestError, produce, read_tweets, replay_tweets
-    from stream.worker import resolve_bootstrap
+    from stream.state import resolve_bootstrap
 
     if on_error not in ("skip", "fail"):
         raise UsageError(f"--on-error must be skip or fail, not {on_error!r}")
     if (file is None) == (replay is None):
         raise UsageError("give either a FILE (or - for stdin) or --replay SPLIT")
     settings = load_settings(data=data, kafka_bootstrap=kafka_bootstrap, home=home, topic_tweets=topic)
-    bootstrap = resolve_bootstrap(settings)
+    bootstrap = resolve_bootstrap(settings.kafka_bootstrap, settings.home)
     if replay is not None:
         from trainer.data import load_emotion
 
@@ -170,6 +180,8 @@ def ingest(
         if limit is not None:
             tweets = (item for n, item in enumerate(tweets) if n < limit)
         total = limit
+    import asyncio
+
     try:
         report = asyncio.run(
             produce(bootstrap, settings.topic_tweets, tweets, rate=rate, on_error=on_error, total=total)
@@ -187,62 +199,80 @@ def ingest(
     )
 
 
+SQL_FIELDS = ("clickhouse_dsn", "clickhouse_query_dsn", "home", "sql_timeout", "sql_max_rows", "sql_max_bytes")
+
+
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="a read-only statement: SELECT, WITH, SHOW, DESCRIBE, EXPLAIN")],
+    statement: Annotated[str, typer.Argument(help="one statement that reads: SELECT, WITH, SHOW, DESCRIBE, EXPLAIN")],
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json (one object a line)")] = "table",
     clickhouse_dsn: Dsn = None,
+    clickhouse_query_dsn: Annotated[str | None, setting("clickhouse_query_dsn")] = None,
     home: Home = None,
-    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    sql_timeout: Annotated[float | None, setting("sql_timeout")] = None,
+    sql_max_rows: Annotated[int | None, setting("sql_max_rows")] = None,
+    sql_max_bytes: Annotated[int | None, setting("sql_max_bytes")] = None,
 ) -> None:
-    """Run SQL on the configured ClickHouse and print a table (works whether or not `up` is running)."""
-    settings = load_settings(clickhouse_dsn=clickhouse_dsn, home=home)
-    columns, rows = run_sql(settings, query)
-    if fmt == "json":
-        for row in rows:
-            print(json.dumps(dict(zip(columns, row, strict=True)), default=str))
-    elif fmt == "csv":
-        import csv
+    """Run read-only SQL on emostream's ClickHouse and print the result (whether or not `up` is running).
 
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    else:
-        out.print(table("", columns, rows, raw=True))
+    ClickHouse itself refuses what is not a read: the statement runs with readonly=1, one at a time,
+    within --sql-timeout and the result-size limits.
+    """
+    from stream.sql import SqlError
+
+    if fmt not in ("table", "csv", "json"):
+        raise UsageError(f"--format must be table, csv or json, not {fmt!r}")
+    settings = settings_from(locals())
+    try:
+        result = run_sql(settings, statement)
+    except SqlError as exc:
+        raise UsageError(f"ClickHouse: {exc}") from None
+    print_result(result, fmt)
 
 
-def run_sql(settings: Settings, query: str) -> tuple[list[str], list[Any]]:
-    """Through the running worker's endpoint when it owns the chDB directory, else directly."""
-    from stream.sink import ClickHouseSink, chdb_path
-    from stream.state import endpoint_file, read_state
+def run_sql(settings: Settings, statement: str) -> SqlResult:
+    """Through the running worker's endpoint when it owns the chDB directory, else with a client of our own."""
+    from stream.endpoint import Endpoint
+    from stream.sink import chdb_path
 
-    dsn = settings.resolved_clickhouse_dsn()
-    directory = chdb_path(dsn)
-    state = read_state(endpoint_file(directory)) if directory else None
-    if state:
-        return query_endpoint(str(state["url"]), query)
+    directory = chdb_path(settings.resolved_query_dsn())
+    endpoint = Endpoint.find(directory) if directory else None
+    if endpoint is not None:
+        return endpoint.sql(statement, timeout=settings.sql_timeout + 10)
     if directory is not None and not directory.exists():
         raise UsageError(
             f"{directory}: no ClickHouse data here yet; start `emostream up` or set EMOSTREAM_CLICKHOUSE_DSN"
         )
-    sink = ClickHouseSink(dsn)
+    from stream.sql import ReadOnlySql
+
+    client = ReadOnlySql(settings)
     try:
-        return sink.query(query)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    except Exception as exc:
-        raise UsageError(f"ClickHouse: {exc}") from None
+        return client.query(statement)
     finally:
-        sink.close()
+        client.close()
 
 
-def query_endpoint(url: str, query: str, timeout: float = 60.0) -> tuple[list[str], list[Any]]:
-    request = urllib.request.Request(f"{url}/sql", data=query.encode(), method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise UsageError(f"ClickHouse: {json.loads(exc.read()).get('error', exc.reason)}") from None
-    return body["columns"], body["rows"]
+def print_result(result: SqlResult, fmt: str) -> None:
+    """Values print as ClickHouse printed them; CSV lines end with LF."""
+    if fmt == "json":
+        for row in result.rows:
+            print(json.dumps(dict(zip(result.columns, row, strict=True)), default=str))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows([_text(value, null="") for value in row] for row in result.rows)
+    else:
+        out.print(table("", result.columns, ([_text(value) for value in row] for row in result.rows), raw=True))
+
+
+def _text(value: Any, null: str = "NULL") -> str:
+    if value is None:
+        return null
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=str)
+    return str(value)
 
 
 @app.command()

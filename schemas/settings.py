@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -83,12 +83,30 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(1.5, gt=0, description="Kafka consumer heartbeat interval, seconds")
     web_host: str = Field("127.0.0.1", description="host of the worker's web endpoint")
     web_port: int = Field(0, ge=0, description="port of the worker's web endpoint; 0: a free one")
+    web_token: SecretStr | None = Field(
+        None,
+        description="credential every request to the web endpoint must carry (Authorization: Bearer); "
+        "unset: a random one per run, written beside the endpoint file with mode 0600",
+    )
+    shutdown_timeout: float = Field(
+        10.0, gt=0, description="seconds a stop signal waits for the worker to stop cleanly before it exits anyway"
+    )
+    # user SQL (`emostream sql` and the web endpoint): read-only by ClickHouse's own rules, bounded
+    clickhouse_query_dsn: str | None = Field(
+        None, description="ClickHouse DSN for user SQL, a read-only user in production; unset: the worker's DSN"
+    )
+    sql_timeout: float = Field(30.0, gt=0, description="longest a user SQL statement may run, seconds")
+    sql_max_rows: int = Field(100_000, gt=0, description="most rows a user SQL statement may return")
+    sql_max_bytes: int = Field(64_000_000, gt=0, description="most bytes a user SQL statement may return")
 
     def inference_chunk(self, cuda: bool) -> int:
         return self.inference_batch_size or (256 if cuda else 16)
 
     def resolved_clickhouse_dsn(self) -> str:
         return self.clickhouse_dsn or f"chdb://{(self.home / 'clickhouse').resolve()}"
+
+    def resolved_query_dsn(self) -> str:
+        return self.clickhouse_query_dsn or self.resolved_clickhouse_dsn()
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -12,35 +12,57 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
-from faust.types import EventT
+from faust.types import EventT, Message
 
 from schemas import EmotionScore
 from schemas.settings import Settings
 from stream.codecs import register_codecs
 from stream.scoring import BatchScorer, RawRecord
+from stream.shutdown import Shutdown, StopRequested
 from stream.sink import ClickHouseSink
 
 log = logging.getLogger("emostream.worker")
 T = TypeVar("T")
+STOP_POLL_SECONDS = 0.1
 
 
 @dataclass
 class WorkerParts:
-    """What an agent needs besides Kafka: the scorer, the sink, and one thread for their blocking calls."""
+    """What an agent needs besides Kafka: the scorer, the sink, one thread for their blocking calls, and
+    the shutdown they must give way to."""
 
     scorer: BatchScorer
     sink: ClickHouseSink
     executor: ThreadPoolExecutor
     max_batch: int
+    shutdown: Shutdown = field(default_factory=lambda: Shutdown(timeout=10.0))
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        """``fn`` on the worker's thread; gives up waiting (StopRequested) as soon as a stop is asked for."""
+        return await self.unless_stopping(asyncio.get_running_loop().run_in_executor(self.executor, fn, *args))
+
+    async def unless_stopping(self, awaitable: Awaitable[T]) -> T:
+        """Wait for ``awaitable``, or raise StopRequested as soon as a stop is asked for (it runs on)."""
+        future = asyncio.ensure_future(awaitable)
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=STOP_POLL_SECONDS)
+            if done:
+                return future.result()
+            self.shutdown.raise_if_requested()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake up (StopRequested) when a stop is asked for."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.shutdown.raise_if_requested()
+            await asyncio.sleep(min(left, STOP_POLL_SECONDS))
+        self.shutdown.raise_if_requested()
 
 
 def limit_fetch_wait(max_wait_ms: int) -> None:
@@ -101,8 +123,10 @@ def create_app(settings: Settings, bootstrap: str, parts: WorkerParts, web_port:
             try:
                 await process_batch(events, parts, review, dead_letters, time.perf_counter() - idle_since)
                 idle_since = time.perf_counter()
+            except StopRequested:
+                await give_way(app, events)
             except asyncio.CancelledError:
-                withhold_acks(events)  # stopping mid-batch: leave these offsets for the next worker
+                withhold_acks(events)
                 raise
 
     app.review_topic, app.dead_letter_topic = review, dead_letters  # type: ignore[attr-defined]
@@ -125,7 +149,7 @@ async def process_batch(
     written = time.perf_counter()
     deliveries = [await review.send(key=item.tweet.id.encode(), value=item) for item in result.reviews]
     deliveries += [await dead_letters.send(key=letter.key, value=letter) for letter in result.dead_letters]
-    await asyncio.gather(*deliveries)  # each resolves once the broker has the record (acks=all)
+    await parts.unless_stopping(asyncio.gather(*deliveries))  # each resolves once the broker has it (acks=all)
     log.info(
         "scored %d tweets (%d to review, %d dead letters): gathered %.3f s, model %.3f s, insert %.3f s, sends %.3f s",
         len(result.scores),
@@ -141,16 +165,19 @@ async def process_batch(
 async def write_until_done(parts: WorkerParts, scores: Sequence[EmotionScore], max_delay: float = 30.0) -> None:
     """Insert the batch, retrying with exponential back-off while ClickHouse is unreachable.
 
-    The worker neither drops the batch nor commits past it: it waits, and recovers by itself.
+    The worker neither drops the batch nor commits past it: it waits, and recovers by itself. A stop
+    request ends the wait (StopRequested) and the batch stays uncommitted.
     """
     delay = 0.5
     while True:
         try:
             await parts.run_blocking(parts.sink.write, scores)
             return
+        except StopRequested:
+            raise
         except Exception as exc:
             log.warning("ClickHouse write of %d rows failed (%s); retrying in %.1f s", len(scores), exc, delay)
-            await asyncio.sleep(delay)
+            await parts.sleep(delay)
             delay = min(delay * 2, max_delay)
 
 
@@ -160,5 +187,23 @@ def withhold_acks(events: Sequence[EventT]) -> None:
     ``take_events`` acks a batch in a ``finally`` even when the body was cancelled; a batch that is not
     in ClickHouse yet must not be committed, or a shutdown during a ClickHouse outage would lose it.
     """
-    for event in events:
-        event.message.acked = True
+    withhold_messages(event.message for event in events)
+
+
+def withhold_messages(messages: Iterable[Message]) -> None:
+    for message in messages:
+        message.acked = True
+
+
+async def give_way(app: faust.App, events: Sequence[EventT]) -> None:
+    """Stopping: leave the batch in hand, and whatever was fetched behind it, uncommitted.
+
+    Faust's shutdown waits for every fetched message to be acked (``wait_empty``); withheld messages
+    count as acked for that wait but their offsets are never recorded, so nothing past the last
+    written batch is committed and the next worker scores them. Runs until Faust cancels the agent.
+    """
+    withhold_acks(events)
+    log.warning("stopping: the batch in hand (%d records) and any fetched after it stay uncommitted", len(events))
+    while True:
+        withhold_messages(list(app.consumer.unacked))
+        await asyncio.sleep(STOP_POLL_SECONDS)

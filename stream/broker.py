@@ -105,6 +105,12 @@ class EmbeddedBroker:
             self.process.kill()
             self.process.wait()
 
+    def kill(self) -> None:
+        """Stop at once (SIGKILL): for a forced exit, when there is no time to wait for SIGTERM."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 

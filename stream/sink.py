@@ -7,13 +7,14 @@ runs them in an executor thread, never on the event loop.
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from schemas import LABELS, EmotionScore
 
@@ -29,7 +30,8 @@ SCORE_COLUMNS = (
     "margin",
     *LABELS,
 )
-READ_ONLY_STATEMENT = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.IGNORECASE)
+UNKNOWN_TABLE = 60  # ClickHouse's error code for a table that does not exist
+log = logging.getLogger("emostream.sink")
 
 
 def chdb_path(dsn: str) -> Path | None:
@@ -50,7 +52,7 @@ def ddl_statements(directory: Path = DDL_DIR) -> list[str]:
 
 
 class ClickHouseSink:
-    """Writes scores; answers read-only SQL for ``emostream sql`` and the demo."""
+    """Writes scores into ``emotion_scores``, one columnar insert per batch."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -65,6 +67,11 @@ class ClickHouseSink:
             self.client.command(statement)
 
     def write(self, scores: Sequence[EmotionScore]) -> None:
+        """One columnar insert. A missing table is re-created from the DDL, said loudly, and written to.
+
+        Someone dropped it (the DDL only runs at start): waiting would not bring it back, and the
+        rows in hand belong in the new table.
+        """
         if not scores:
             return
         columns: list[list[Any]] = [[] for _ in SCORE_COLUMNS]
@@ -72,11 +79,24 @@ class ClickHouseSink:
             for column, name in zip(columns, SCORE_COLUMNS, strict=True):
                 value = getattr(score, name)
                 column.append(value.astimezone(UTC) if isinstance(value, datetime) else value)
+        try:
+            self._insert(columns)
+        except DatabaseError as exc:
+            if getattr(exc, "code", None) != UNKNOWN_TABLE and "UNKNOWN_TABLE" not in str(exc):
+                raise
+            log.error(
+                "table emotion_scores had disappeared (dropped by someone?): re-created it from %s; "
+                "the rows it held before are gone, new rows go on from this batch",
+                DDL_DIR,
+            )
+            self.apply_schema()
+            self._insert(columns)
+
+    def _insert(self, columns: list[list[Any]]) -> None:
         self.client.insert("emotion_scores", columns, column_names=list(SCORE_COLUMNS), column_oriented=True)
 
-    def query(self, sql: str, read_only: bool = True) -> tuple[list[str], list[tuple[Any, ...]]]:
-        if read_only and not READ_ONLY_STATEMENT.match(sql):
-            raise ValueError("only read-only statements (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN) are allowed here")
+    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Trusted SQL from emostream's own code (tests, checks). User SQL goes through ``stream.sql``."""
         result = self.client.query(sql)
         return list(result.column_names), [tuple(row) for row in result.result_rows]
 

@@ -30,13 +30,16 @@ def read_state(path: Path) -> dict[str, Any] | None:
     return state
 
 
-def remove_state(path: Path) -> None:
+def remove_state(path: Path) -> bool:
+    """Remove the file if this process wrote it; True if it did."""
     try:
         state = json.loads(path.read_text())
         if state.get("pid") == os.getpid():
             path.unlink()
+            return True
     except (OSError, ValueError):
         pass
+    return False
 
 
 def broker_file(home: Path) -> Path:
@@ -46,3 +49,20 @@ def broker_file(home: Path) -> Path:
 def endpoint_file(dsn_dir: Path) -> Path:
     """Beside the chDB directory it serves, so it is found from the DSN alone."""
     return dsn_dir.with_name(dsn_dir.name + ".endpoint.json")
+
+
+class NoBrokerError(RuntimeError):
+    """Neither a configured Kafka nor a running embedded broker."""
+
+
+def resolve_bootstrap(kafka_bootstrap: str | None, home: Path) -> str:
+    """The configured Kafka, else the embedded broker a running ``emostream up`` started."""
+    if kafka_bootstrap:
+        return kafka_bootstrap
+    state = read_state(broker_file(home))
+    if state:
+        return str(state["bootstrap"])
+    raise NoBrokerError(
+        "no Kafka to talk to: set EMOSTREAM_KAFKA_BOOTSTRAP (or --kafka-bootstrap), "
+        "or start the embedded stack with `emostream up`"
+    )

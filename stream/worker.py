@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
+import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,11 +17,15 @@ from model.registry import ModelRegistry
 from model.runtime import load_runtime
 from schemas.settings import Settings
 from stream.app import WorkerParts, create_app
+from stream.auth import RequestGuard, new_token, token_file, write_token
 from stream.broker import free_port
 from stream.scoring import BatchScorer
+from stream.shutdown import Shutdown
 from stream.sink import ClickHouseSink, chdb_path
-from stream.state import broker_file, endpoint_file, read_state, remove_state, write_state
+from stream.sql import ReadOnlySql
+from stream.state import endpoint_file, remove_state, write_state
 from stream.topics import ensure_topics
+from stream.web import add_web_views
 
 log = logging.getLogger("emostream.worker")
 
@@ -38,24 +42,7 @@ LOGGING_CONFIG = {
 }
 
 
-class NoBrokerError(RuntimeError):
-    pass
-
-
-def resolve_bootstrap(settings: Settings) -> str:
-    """The configured Kafka, else the embedded broker a running ``emostream up`` started."""
-    if settings.kafka_bootstrap:
-        return settings.kafka_bootstrap
-    state = read_state(broker_file(settings.home))
-    if state:
-        return str(state["bootstrap"])
-    raise NoBrokerError(
-        "no Kafka to talk to: set EMOSTREAM_KAFKA_BOOTSTRAP (or --kafka-bootstrap), "
-        "or start the embedded stack with `emostream up`"
-    )
-
-
-def build_parts(settings: Settings) -> WorkerParts:
+def build_parts(settings: Settings, shutdown: Shutdown) -> WorkerParts:
     version = ModelRegistry(settings.registry).require_current()
     model = load_runtime(settings, version.path)
     sink = ClickHouseSink(settings.resolved_clickhouse_dsn())
@@ -68,54 +55,34 @@ def build_parts(settings: Settings) -> WorkerParts:
         sink,
         ThreadPoolExecutor(1, thread_name_prefix="emostream-blocking"),
         settings.max_batch,
+        shutdown,
     )
 
 
-def add_web_views(app: faust.App, parts: WorkerParts) -> None:
-    @app.page("/healthz")
-    async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        model = parts.scorer.model
-        return web.json({"status": "ok", "model_version": model.version, "runtime": model.runtime_name})
-
-    @app.page("/sql")
-    class SqlView(faust.web.View):
-        """Read-only SQL on the data this process owns (chDB allows one process per directory).
-
-        POST the statement as the body, or GET with ``?q=``; answers ``{"columns": [...], "rows": [...]}``.
-        """
-
-        async def get(self, request: faust.web.Request) -> faust.web.Response:
-            return await self._answer(request.query.get("q", ""))
-
-        async def post(self, request: faust.web.Request) -> faust.web.Response:
-            return await self._answer(await request.text())
-
-        async def _answer(self, query: str) -> faust.web.Response:
-            try:
-                columns, rows = await parts.run_blocking(parts.sink.query, query)
-            except Exception as exc:
-                body, status = {"error": str(exc)}, 400
-            else:
-                body, status = {"columns": columns, "rows": rows}, 200
-            return self.bytes(json.dumps(body, default=str).encode(), status=status, content_type="application/json")
-
-
 class ReadyWorker(faust.Worker):
-    """A Faust worker that calls back once everything, the web server included, is up."""
+    """A Faust worker that calls back once everything, the web server included, is up, and whose stop
+    signals go through :class:`Shutdown` (bounded; a second signal exits at once)."""
 
-    def __init__(self, app: faust.App, on_ready: Callable[[], None], **kwargs: Any) -> None:
+    def __init__(self, app: faust.App, on_ready: Callable[[], None], shutdown: Shutdown, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._on_ready = on_ready
+        self._shutdown = shutdown
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         self._on_ready()
 
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        self._shutdown.request(signal.name)
+        super()._schedule_shutdown(signal)
 
-def run_worker(settings: Settings, bootstrap: str) -> int:
+
+def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = None) -> int:
     """Serve until SIGINT/SIGTERM. Returns the exit code."""
+    shutdown = shutdown or Shutdown(settings.shutdown_timeout)
     settings.home.mkdir(parents=True, exist_ok=True)
-    parts = build_parts(settings)
+    parts = build_parts(settings, shutdown)
+    sql = ReadOnlySql(settings)
     created = asyncio.run(
         ensure_topics(
             bootstrap, [settings.topic_tweets, settings.topic_review, settings.topic_dlq], settings.partitions
@@ -124,13 +91,21 @@ def run_worker(settings: Settings, bootstrap: str) -> int:
     if created:
         log.info("created topics %s with %d partitions", ", ".join(created), settings.partitions)
     port = settings.web_port or free_port(settings.web_host)
+    token = settings.web_token.get_secret_value() if settings.web_token else new_token()
     app = create_app(settings, bootstrap, parts, port)
-    add_web_views(app, parts)
+    sql_thread = add_web_views(
+        app, RequestGuard(token, settings.web_host, port), sql, settings.sql_timeout + 5, parts.scorer.model
+    )
     data_dir = chdb_path(parts.sink.dsn)
     endpoint: Path | None = endpoint_file(data_dir) if data_dir else None
 
+    def forget_endpoint() -> None:
+        if endpoint and remove_state(endpoint):
+            token_file(endpoint).unlink(missing_ok=True)
+
     def announce() -> None:
         if endpoint:  # only now: `sql` and `demo` connect as soon as they see the file
+            write_token(token_file(endpoint), token)
             write_state(endpoint, url=f"http://{settings.web_host}:{port}", dsn=parts.sink.dsn)
         log.info(
             "ready: consuming %s from %s; web endpoint http://%s:%d",
@@ -140,13 +115,20 @@ def run_worker(settings: Settings, bootstrap: str) -> int:
             port,
         )
 
+    shutdown.on_abort(forget_endpoint)
     # The model, torch and transformers leave millions of long-lived objects; without freezing them,
     # every full collection (triggered by the consumer's per-record allocations) walks them all:
     # 7% of a core in the Kafka fetch thread, measured with py-spy.
     gc.collect()
     gc.freeze()
     worker = ReadyWorker(
-        app, announce, loglevel="WARNING", logging_config=LOGGING_CONFIG, quiet=True, redirect_stdouts=False
+        app,
+        announce,
+        shutdown,
+        loglevel="WARNING",
+        logging_config=LOGGING_CONFIG,
+        quiet=True,
+        redirect_stdouts=False,
     )
     worker.spinner = None  # a terminal spinner in a service's log is noise
     try:
@@ -154,8 +136,10 @@ def run_worker(settings: Settings, bootstrap: str) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     finally:
-        if endpoint:
-            remove_state(endpoint)
+        forget_endpoint()
         parts.executor.shutdown(wait=True)
+        sql_thread.shutdown(wait=True)
+        sql.close()
         parts.sink.close()
+        shutdown.done()
     return 0

@@ -1,0 +1,50 @@
+"""The worker's web endpoint: health and read-only SQL, every route behind the credential.
+
+SQL runs on a thread and a ClickHouse client of its own (:class:`stream.sql.ReadOnlySql`), never on
+the thread that scores and inserts, so a slow statement cannot stall the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import faust
+
+from stream.auth import RequestGuard
+from stream.sql import ReadOnlySql, SqlError
+
+if TYPE_CHECKING:
+    from model.runtime import EmotionModel
+
+SQL_CONTENT_TYPE = "application/json"
+
+
+def add_web_views(
+    app: faust.App, guard: RequestGuard, sql: ReadOnlySql, timeout: float, model: EmotionModel
+) -> ThreadPoolExecutor:
+    """Register the routes and the guard; returns the SQL thread, for the caller to shut down."""
+    sql_thread = ThreadPoolExecutor(1, thread_name_prefix="emostream-sql")
+    app.on_webserver_init = lambda web: web.web_app.middlewares.append(guard.middleware())  # type: ignore[method-assign]
+
+    @app.page("/healthz")
+    async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return web.json({"status": "ok", "model_version": model.version, "runtime": model.runtime_name})
+
+    @app.page("/sql")
+    class SqlView(faust.web.View):
+        """POST a statement as the body; answers ClickHouse's ``JSONCompact``, or ``{"error": ...}``."""
+
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            statement = await request.text()
+            loop = asyncio.get_running_loop()
+            try:
+                body = await asyncio.wait_for(loop.run_in_executor(sql_thread, sql.run, statement), timeout)
+            except SqlError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            except TimeoutError:
+                return self.json({"error": f"no answer within {timeout:.0f} s"}, status=504)
+            return self.bytes(body, content_type=SQL_CONTENT_TYPE)
+
+    return sql_thread
