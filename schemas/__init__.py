@@ -1,7 +1,14 @@
-"""Data shapes shared by every part of emostream: the label set and the wire formats of the topics."""
+"""Data shapes shared by every part of emostream: the label set and the wire formats of the topics.
+
+The wire models load on first use (``from schemas import Tweet`` works as usual): building pydantic
+models costs ~30 ms, which commands like ``emostream --help`` never need.
+"""
+
+from typing import Any
 
 from schemas.labels import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS, label_id
-from schemas.messages import DeadLetter, EmotionScore, ReviewItem, Tweet, describe_errors
+
+_MESSAGES = {"DeadLetter", "EmotionScore", "ReviewItem", "Tweet", "describe_errors"}
 
 __all__ = [
     "ID2LABEL",
@@ -15,3 +22,11 @@ __all__ = [
     "describe_errors",
     "label_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MESSAGES:
+        from schemas import messages
+
+        return getattr(messages, name)
+    raise AttributeError(f"module 'schemas' has no attribute {name!r}")

@@ -103,16 +103,22 @@ def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = N
         if endpoint and remove_state(endpoint):
             token_file(endpoint).unlink(missing_ok=True)
 
+    if endpoint:
+        credential = str(token_file(endpoint))
+    else:
+        credential = "EMOSTREAM_WEB_TOKEN" if settings.web_token else "a random one: set EMOSTREAM_WEB_TOKEN to use it"
+
     def announce() -> None:
         if endpoint:  # only now: `sql` and `demo` connect as soon as they see the file
             write_token(token_file(endpoint), token)
             write_state(endpoint, url=f"http://{settings.web_host}:{port}", dsn=parts.sink.dsn)
         log.info(
-            "ready: consuming %s from %s; web endpoint http://%s:%d",
+            "ready: consuming %s from %s; web endpoint http://%s:%d (credential: %s)",
             settings.topic_tweets,
             bootstrap,
             settings.web_host,
             port,
+            credential,
         )
 
     shutdown.on_abort(forget_endpoint)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from schemas import EmotionScore
-from stream.sink import ClickHouseSink, ddl_statements
+from stream.sink import DDL_DIR, ClickHouseSink, ddl_statements
 
 pytestmark = pytest.mark.integration
 
@@ -55,14 +55,29 @@ def test_redelivered_batches_count_once(tmp_path: Path) -> None:
         sink.close()
 
 
-def test_only_read_only_sql_is_answered(tmp_path: Path) -> None:
+def test_a_dropped_table_is_recreated_and_the_batch_written(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     sink = ClickHouseSink(f"chdb://{tmp_path / 'ch'}")
     try:
         sink.apply_schema()
-        for statement in ("DROP TABLE emotion_scores", "INSERT INTO emotion_scores (tweet_id) VALUES ('x')"):
-            with pytest.raises(ValueError, match="read-only"):
-                sink.query(statement)
-        assert sink.query("WITH 1 AS x SELECT x")[1] == [(1,)]
+        sink.write(scores(10))
+        sink.client.command("DROP TABLE emotion_scores")  # what the unguarded SQL endpoint once allowed
+        with caplog.at_level("ERROR", logger="emostream.sink"):
+            sink.write(scores(5, version="v0002"))
+        assert "emotion_scores had disappeared" in caplog.text
+        assert sink.query("SELECT model_version, count() FROM emotion_scores GROUP BY model_version")[1] == [
+            ("v0002", 5)
+        ]
+    finally:
+        sink.close()
+
+
+def test_other_write_errors_are_raised_for_the_retry_loop(tmp_path: Path) -> None:
+    sink = ClickHouseSink(f"chdb://{tmp_path / 'ch'}")
+    try:
+        sink.client.command("CREATE TABLE emotion_scores (x Int8) ENGINE = MergeTree ORDER BY x")  # schema drift
+        with pytest.raises(Exception, match="tweet_id"):
+            sink.write(scores(3))
+        assert sink.query("SELECT count() FROM emotion_scores")[1] == [(0,)]
     finally:
         sink.close()
 
@@ -70,3 +85,22 @@ def test_only_read_only_sql_is_answered(tmp_path: Path) -> None:
 def test_ddl_files_parse_into_create_statements() -> None:
     statements = ddl_statements()
     assert statements and all(s.startswith("CREATE TABLE IF NOT EXISTS") for s in statements)
+
+
+def test_the_production_reader_user_parses_and_may_only_select(tmp_path: Path) -> None:
+    """deploy/clickhouse/access/ cannot be applied to chDB (it has no users), but its parser can read it."""
+    statements = ddl_statements(DDL_DIR / "access")
+    assert statements, "no access DDL"
+    sink = ClickHouseSink(f"chdb://{tmp_path / 'ch'}")
+    try:
+        parsed = [
+            sink.client.query("SELECT formatQuerySingleLine({s:String})", parameters={"s": s}).result_rows[0][0]
+            for s in statements
+        ]
+    finally:
+        sink.close()
+    profile = next(p for p in parsed if p.startswith("CREATE SETTINGS PROFILE"))
+    assert "readonly = 1" in profile and "max_execution_time" in profile and "max_result_rows" in profile
+    grants = [p for p in parsed if p.startswith("GRANT")]
+    assert grants and all(g.startswith("GRANT SELECT ON ") and g.endswith(" TO emostream_reader") for g in grants)
+    assert not any(s.startswith(("GRANT ALL", "REVOKE")) for s in parsed)

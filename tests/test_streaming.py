@@ -8,11 +8,16 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import itertools
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +25,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from emostream.streaming_commands import query_endpoint
 from schemas import LABELS, DeadLetter, ReviewItem
 from stream.broker import EmbeddedBroker
+from stream.endpoint import Endpoint
+from stream.sink import ClickHouseSink
 from stream.state import endpoint_file, read_state
 from tests.conftest import EMOSTREAM, run_cli
 from tests.test_scoring import MALFORMED
@@ -78,10 +84,13 @@ class Stack:
             time.sleep(0.1)
         raise AssertionError("worker did not start:\n" + self.logs())
 
+    def endpoint(self, ch: str = "ch") -> Endpoint:
+        endpoint = Endpoint.find(self.tmp / ch)
+        assert endpoint, "no worker serves " + ch
+        return endpoint
+
     def sql(self, query: str, ch: str = "ch") -> list[list]:
-        state = read_state(endpoint_file(self.tmp / ch))
-        assert state, "no worker serves " + ch
-        return query_endpoint(str(state["url"]), query)[1]
+        return self.endpoint(ch).sql(query).rows
 
     def wait_for_rows(self, n: int, ch: str = "ch", timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -249,3 +258,130 @@ def test_two_workers_share_the_partitions(stack: Stack, small_data: Path) -> Non
         ids[ch] = {row[0] for row in csv.reader(io.StringIO(result.stdout))} - {"tweet_id"}
     assert ids["ch-a"] and ids["ch-b"], counts
     assert len(ids["ch-a"] | ids["ch-b"]) == 400
+
+
+def http(url: str, method: str = "POST", body: bytes | None = b"SELECT 1", **headers: str) -> int:
+    request = urllib.request.Request(url, data=body if method == "POST" else None, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_the_endpoint_answers_only_with_the_credential(stack: Stack) -> None:
+    stack.start_worker()
+    endpoint = stack.endpoint()
+    token_path = endpoint_file(stack.tmp / "ch").with_suffix(".token")
+    assert stat.S_IMODE(token_path.stat().st_mode) == 0o600
+    bearer = f"Bearer {endpoint.token}"
+    assert http(f"{endpoint.url}/sql", "GET", None) == 401
+    assert http(f"{endpoint.url}/sql?q=SELECT%201", "GET", None, Authorization=bearer) == 405  # POST only
+    assert http(f"{endpoint.url}/sql") == 401
+    assert http(f"{endpoint.url}/sql", Authorization="Bearer not-the-token") == 401
+    assert http(f"{endpoint.url}/sql", Authorization=bearer, Origin="http://evil.example") == 403
+    assert http(f"{endpoint.url}/sql", Authorization=bearer, Host="evil.example") == 403
+    for faust_page in ("/", "/router/", "/table/", "/healthz"):  # Faust's own pages are behind it too
+        assert http(f"{endpoint.url}{faust_page}", "GET", None) == 401, faust_page
+    assert http(f"{endpoint.url}/sql", Authorization=bearer) == 200
+    assert http(f"{endpoint.url}/sql", Authorization=bearer, body=b"DROP TABLE emotion_scores") == 400
+    assert stack.sql("SELECT count() FROM system.tables WHERE name = 'emotion_scores'") == [[1]]
+
+
+def test_a_slow_query_does_not_hold_up_the_stream(stack: Stack, small_data: Path) -> None:
+    path, _ = tweets_file(small_data, stack.tmp / "tweets.jsonl", 400)
+    stack.start_worker()
+    ingest = subprocess.Popen(
+        [str(EMOSTREAM), "ingest", str(path), "--rate", "100"], env={**os.environ, **stack.env}, stderr=subprocess.PIPE
+    )
+    stack.wait_for_rows(20)  # the stream is flowing
+    started = time.time()
+    assert stack.sql("SELECT sleep(3)") == [[0]]  # three seconds on the SQL thread
+    finished = time.time()
+    assert ingest.wait(60) == 0
+    stack.wait_for_rows(400)
+    visible = [
+        row[0]
+        for row in stack.sql(
+            "SELECT DISTINCT toUnixTimestamp64Milli(inserted_at) / 1000 AS t FROM emotion_scores ORDER BY t"
+        )
+    ]
+    during = [started] + [t for t in visible if started < t < finished] + [finished]
+    # Batches kept landing while the statement ran: with one shared thread there would be none for 3 s.
+    assert len(during) >= 5, (during, visible[:5])
+    assert max(b - a for a, b in itertools.pairwise(during)) < 1.5, during
+
+
+def failing_table(directory: Path) -> None:
+    """An ``emotion_scores`` of another shape: every insert fails, on the real engine, for as long as it runs."""
+    sink = ClickHouseSink(f"chdb://{directory}")
+    sink.client.command("CREATE TABLE emotion_scores (x Int8) ENGINE = MergeTree ORDER BY x")
+    sink.close()
+
+
+def wait_for_log(path: Path, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, path.read_text(errors="replace")[-3000:]
+        time.sleep(0.2)
+
+
+def test_a_worker_whose_writes_fail_stops_in_time_and_commits_nothing(stack: Stack, small_data: Path) -> None:
+    path, _ = tweets_file(small_data, stack.tmp / "tweets.jsonl", 60)
+    failing_table(stack.tmp / "broken")
+    stack.env["EMOSTREAM_SHUTDOWN_TIMEOUT"] = "8"
+    worker = stack.start_worker("broken")
+    assert stack.ingest(path).returncode == 0
+    wait_for_log(stack.tmp / "worker-0.log", "ClickHouse write of")
+    worker.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    worker.wait(30)
+    assert time.monotonic() - started < 8 + 2, stack.logs()  # within the shutdown timeout (plus start-up of exit)
+    assert "uncommitted" in stack.logs()
+    stack.start_worker("ch")  # same group, a ClickHouse that works: every tweet is still there to score
+    stack.wait_for_rows(60)
+    assert stack.sql("SELECT count() FROM emotion_scores FINAL") == [[60]]
+
+
+def start_up(home: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [str(EMOSTREAM), "up"], env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 90
+    while not ((state := read_state(endpoint_file(home / "clickhouse"))) and state["pid"] == process.pid):
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+        time.sleep(0.2)
+    return process
+
+
+@pytest.mark.parametrize("second_signal", [False, True], ids=["one Ctrl-C", "two Ctrl-C"])
+def test_up_stops_in_time_with_its_broker_while_writes_fail(
+    trained_registry: Path, small_data: Path, tmp_path: Path, second_signal: bool
+) -> None:
+    home = tmp_path / "home"
+    failing_table(home / "clickhouse")
+    env = {
+        "EMOSTREAM_HOME": str(home),
+        "EMOSTREAM_REGISTRY": str(trained_registry),
+        "EMOSTREAM_SESSION_TIMEOUT": "2",
+        "EMOSTREAM_HEARTBEAT_INTERVAL": "0.5",
+        # one Ctrl-C must finish well within its limit; two must not wait for it at all
+        "EMOSTREAM_SHUTDOWN_TIMEOUT": "60" if second_signal else "10",
+    }
+    up = start_up(home, env, tmp_path / "up.log")
+    bootstrap = str(read_state(home / "broker.json")["bootstrap"])  # type: ignore[index]
+    path, _ = tweets_file(small_data, tmp_path / "tweets.jsonl", 30)
+    assert run_cli("ingest", path, env=env).returncode == 0
+    wait_for_log(tmp_path / "up.log", "ClickHouse write of")
+    up.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    if second_signal:
+        time.sleep(0.5)
+        up.send_signal(signal.SIGINT)
+    up.wait(70)
+    elapsed = time.monotonic() - started
+    assert elapsed < (3 if second_signal else 10 + 2), (elapsed, (tmp_path / "up.log").read_text()[-3000:])
+    host, port = bootstrap.rsplit(":", 1)
+    with pytest.raises(OSError):  # the broker `up` started is gone too
+        socket.create_connection((host, int(port)), timeout=2).close()
+    assert not (home / "broker.json").exists() and not endpoint_file(home / "clickhouse").exists()

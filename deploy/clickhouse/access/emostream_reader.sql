@@ -1,0 +1,34 @@
+-- The ClickHouse user behind emostream's user SQL in production (`emostream sql`, the worker's /sql
+-- endpoint): it reads emostream's tables and can do nothing else. emostream does not apply this file
+-- (creating users needs an administrator); run it once as one, with your password and database:
+--
+--   clickhouse-client --user admin --multiquery < deploy/clickhouse/access/emostream_reader.sql
+--   export EMOSTREAM_CLICKHOUSE_QUERY_DSN=http://emostream_reader:<password>@clickhouse:8123/emostream
+--
+-- What holds it in, all of it enforced by the server:
+-- - the profile makes every session read-only (readonly = 1: no writes, no DDL, no SET, no table
+--   functions) and bounds each statement in time, result size and memory; readonly also stops the
+--   client from lifting those limits;
+-- - the grants name emostream's tables only: no other database, no FILE/URL/REMOTE sources, no
+--   KILL QUERY, no SYSTEM, no access management;
+-- - the quota caps what one user can spend per minute, so a runaway dashboard cannot starve the workers.
+-- When a release adds tables (rollups, review queue), add a GRANT SELECT line for each.
+
+CREATE SETTINGS PROFILE IF NOT EXISTS emostream_reader_profile SETTINGS
+    readonly = 1,
+    max_execution_time = 30,
+    max_result_rows = 100000,
+    max_result_bytes = 64000000,
+    result_overflow_mode = 'throw',
+    max_memory_usage = 4000000000,
+    output_format_json_quote_64bit_integers = 0;
+
+CREATE USER IF NOT EXISTS emostream_reader
+    IDENTIFIED WITH sha256_password BY 'change-me'
+    SETTINGS PROFILE 'emostream_reader_profile';
+
+CREATE QUOTA IF NOT EXISTS emostream_reader_quota
+    FOR INTERVAL 1 minute MAX queries = 600, execution_time = 600
+    TO emostream_reader;
+
+GRANT SELECT ON emostream.emotion_scores TO emostream_reader;
