@@ -108,8 +108,9 @@ class ReadOnlySql:
 
         client = clickhouse_connect.get_client(dsn=self.dsn)
         if self.embedded:
-            # A chDB handle of its own: its session state is separate from the writer's handle.
-            for name, value in self._limits.items():
+            # A chDB handle of its own: its session state is separate from the writer's handle. The
+            # engine shares the worker's cores with the model: user SQL gets one of them, not all.
+            for name, value in {"max_threads": 1, **self._limits}.items():
                 client.command(f"SET {name} = {value!r}")
             return client
         # Over HTTP each request carries the settings. A user whose profile is already read-only (the
