@@ -150,6 +150,8 @@ def ingest(
     topic: Annotated[str | None, setting("topic_tweets", "--topic")] = None,
 ) -> None:
     """Send tweets to the input topic: idempotent producer, acks=all, progress bar, counts at the end."""
+    import asyncio
+
     from stream.ingest import FieldMap, IngestError, produce, read_tweets, replay_tweets
     from stream.state import resolve_bootstrap
 
@@ -180,8 +182,6 @@ def ingest(
         if limit is not None:
             tweets = (item for n, item in enumerate(tweets) if n < limit)
         total = limit
-    import asyncio
-
     try:
         report = asyncio.run(
             produce(bootstrap, settings.topic_tweets, tweets, rate=rate, on_error=on_error, total=total)
@@ -197,9 +197,6 @@ def ingest(
         f"sent {report.sent:,} tweets to {settings.topic_tweets} in {report.seconds:.1f} s "
         f"({rate_seen:,.0f}/s); {len(report.bad):,} bad lines skipped"
     )
-
-
-SQL_FIELDS = ("clickhouse_dsn", "clickhouse_query_dsn", "home", "sql_timeout", "sql_max_rows", "sql_max_bytes")
 
 
 @app.command()

@@ -84,12 +84,12 @@ class ClickHouseSink:
         except DatabaseError as exc:
             if getattr(exc, "code", None) != UNKNOWN_TABLE and "UNKNOWN_TABLE" not in str(exc):
                 raise
+            self.apply_schema()
             log.error(
                 "table emotion_scores had disappeared (dropped by someone?): re-created it from %s; "
                 "the rows it held before are gone, new rows go on from this batch",
                 DDL_DIR,
             )
-            self.apply_schema()
             self._insert(columns)
 
     def _insert(self, columns: list[list[Any]]) -> None:
