@@ -91,6 +91,12 @@ class DeadLetter(BaseModel):
     error: str
     failed_at: datetime = Field(default_factory=utc_now)
 
+    @property
+    def source_key(self) -> bytes:
+        """What identifies the failed record: its topic, partition and offset. The dead-letter topic is
+        keyed by it, so compaction and any consumer collapse the repeats that re-delivery sends."""
+        return f"{self.topic}/{self.partition}/{self.offset}".encode()
+
 
 def describe_errors(exc: ValidationError) -> str:
     """One line naming each bad field and its problem, e.g. ``text: must not be blank; id: Field required``."""

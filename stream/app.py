@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import faust
 from faust.types import EventT, Message
 
-from schemas import EmotionScore
+from schemas import DeadLetter, EmotionScore
 from schemas.settings import Settings
 from stream.codecs import register_codecs
 from stream.scoring import BatchScorer, RawRecord
@@ -145,10 +145,10 @@ async def process_batch(
     started = time.perf_counter()
     result = await parts.run_blocking(parts.scorer.score, records)
     scored = time.perf_counter()
-    await write_until_done(parts, result.scores)
+    await write_until_done(parts, result.scores, result.dead_letters)
     written = time.perf_counter()
     deliveries = [await review.send(key=item.tweet.id.encode(), value=item) for item in result.reviews]
-    deliveries += [await dead_letters.send(key=letter.key, value=letter) for letter in result.dead_letters]
+    deliveries += [await dead_letters.send(key=letter.source_key, value=letter) for letter in result.dead_letters]
     await parts.unless_stopping(asyncio.gather(*deliveries))  # each resolves once the broker has it (acks=all)
     log.info(
         "scored %d tweets (%d to review, %d dead letters): gathered %.3f s, model %.3f s, insert %.3f s, sends %.3f s",
@@ -162,8 +162,10 @@ async def process_batch(
     )
 
 
-async def write_until_done(parts: WorkerParts, scores: Sequence[EmotionScore], max_delay: float = 30.0) -> None:
-    """Insert the batch, retrying with exponential back-off while ClickHouse is unreachable.
+async def write_until_done(
+    parts: WorkerParts, scores: Sequence[EmotionScore], dead_letters: Sequence[DeadLetter] = (), max_delay: float = 30.0
+) -> None:
+    """Insert the batch (scores and dead letters), retrying with exponential back-off while ClickHouse is down.
 
     The worker neither drops the batch nor commits past it: it waits, and recovers by itself. A stop
     request ends the wait (StopRequested) and the batch stays uncommitted.
@@ -171,7 +173,7 @@ async def write_until_done(parts: WorkerParts, scores: Sequence[EmotionScore], m
     delay = 0.5
     while True:
         try:
-            await parts.run_blocking(parts.sink.write, scores)
+            await parts.run_blocking(parts.sink.write, scores, dead_letters)
             return
         except StopRequested:
             raise

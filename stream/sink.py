@@ -15,8 +15,9 @@ from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DatabaseError
+from pydantic import BaseModel
 
-from schemas import LABELS, EmotionScore
+from schemas import LABELS, DeadLetter, EmotionScore
 
 DDL_DIR = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse"
 SCORE_COLUMNS = (
@@ -30,6 +31,7 @@ SCORE_COLUMNS = (
     "margin",
     *LABELS,
 )
+DEAD_LETTER_COLUMNS = ("topic", "partition", "offset", "key", "value", "error", "failed_at")
 UNKNOWN_TABLE = 60  # ClickHouse's error code for a table that does not exist
 log = logging.getLogger("emostream.sink")
 
@@ -52,7 +54,7 @@ def ddl_statements(directory: Path = DDL_DIR) -> list[str]:
 
 
 class ClickHouseSink:
-    """Writes scores into ``emotion_scores``, one columnar insert per batch."""
+    """Writes a batch's scores into ``emotion_scores`` and its dead letters into ``dead_letters``."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -66,34 +68,34 @@ class ClickHouseSink:
         for statement in ddl_statements():
             self.client.command(statement)
 
-    def write(self, scores: Sequence[EmotionScore]) -> None:
-        """One columnar insert. A missing table is re-created from the DDL, said loudly, and written to.
+    def write(self, scores: Sequence[EmotionScore], dead_letters: Sequence[DeadLetter] = ()) -> None:
+        """One columnar insert per table. A missing table is re-created from the DDL, said loudly, and
+        written to: someone dropped it (the DDL only runs at start), waiting would not bring it back,
+        and the rows in hand belong in the new table."""
+        self._insert("emotion_scores", SCORE_COLUMNS, scores)
+        self._insert("dead_letters", DEAD_LETTER_COLUMNS, dead_letters)
 
-        Someone dropped it (the DDL only runs at start): waiting would not bring it back, and the
-        rows in hand belong in the new table.
-        """
-        if not scores:
+    def _insert(self, table: str, names: Sequence[str], rows: Sequence[BaseModel]) -> None:
+        if not rows:
             return
-        columns: list[list[Any]] = [[] for _ in SCORE_COLUMNS]
-        for score in scores:
-            for column, name in zip(columns, SCORE_COLUMNS, strict=True):
-                value = getattr(score, name)
+        columns: list[list[Any]] = [[] for _ in names]
+        for row in rows:
+            for column, name in zip(columns, names, strict=True):
+                value = getattr(row, name)
                 column.append(value.astimezone(UTC) if isinstance(value, datetime) else value)
         try:
-            self._insert(columns)
+            self.client.insert(table, columns, column_names=list(names), column_oriented=True)
         except DatabaseError as exc:
             if getattr(exc, "code", None) != UNKNOWN_TABLE and "UNKNOWN_TABLE" not in str(exc):
                 raise
             self.apply_schema()
             log.error(
-                "table emotion_scores had disappeared (dropped by someone?): re-created it from %s; "
+                "table %s had disappeared (dropped by someone?): re-created it from %s; "
                 "the rows it held before are gone, new rows go on from this batch",
+                table,
                 DDL_DIR,
             )
-            self._insert(columns)
-
-    def _insert(self, columns: list[list[Any]]) -> None:
-        self.client.insert("emotion_scores", columns, column_names=list(SCORE_COLUMNS), column_oriented=True)
+            self.client.insert(table, columns, column_names=list(names), column_oriented=True)
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Trusted SQL from emostream's own code (tests, checks). User SQL goes through ``stream.sql``."""

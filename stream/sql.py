@@ -84,6 +84,7 @@ def session_settings(settings: Settings) -> dict[str, Any]:
         "max_result_bytes": settings.sql_max_bytes,
         "result_overflow_mode": "throw",
         "output_format_json_quote_64bit_integers": 0,
+        "output_format_json_validate_utf8": 1,  # a dead letter's raw bytes must not break the JSON
         "readonly": 1,
     }
 

@@ -104,3 +104,39 @@ def test_the_production_reader_user_parses_and_may_only_select(tmp_path: Path) -
     grants = [p for p in parsed if p.startswith("GRANT")]
     assert grants and all(g.startswith("GRANT SELECT ON ") and g.endswith(" TO emostream_reader") for g in grants)
     assert not any(s.startswith(("GRANT ALL", "REVOKE")) for s in parsed)
+
+
+def test_redelivered_dead_letters_count_once_and_keep_their_bytes(tmp_path: Path) -> None:
+    from schemas import DeadLetter
+    from schemas.settings import Settings
+    from stream.sql import ReadOnlySql
+
+    letters = [
+        DeadLetter(topic="tweets", partition=p, offset=o, key=b"k", value=v, error="value is not JSON")
+        for p, o, v in ((0, 5, b"not json"), (1, 5, b"\xff\xfe binary"), (1, 6, None))
+    ]
+    assert letters[1].source_key == b"tweets/1/5"
+    settings = Settings(home=tmp_path)
+    sink = ClickHouseSink(settings.resolved_clickhouse_dsn())
+    reader = ReadOnlySql(settings)
+    try:
+        sink.apply_schema()
+        sink.write([], letters)
+        sink.write(scores(2), letters[1:])  # a crash re-delivers part of the batch
+        assert sink.query("SELECT count() FROM dead_letters FINAL")[1] == [(3,)]
+        assert sink.query("SELECT hex(value) FROM dead_letters FINAL WHERE offset = 5 AND partition = 1")[1] == [
+            ("FFFE2062696E617279",)
+        ]
+        # what failed and why, through the read-only client (invalid UTF-8 must not break its JSON)
+        rows = reader.query(
+            "SELECT topic, partition, offset, error, value FROM dead_letters FINAL ORDER BY partition, offset"
+        ).rows
+        assert [r[:4] for r in rows] == [
+            ["tweets", 0, 5, "value is not JSON"],
+            ["tweets", 1, 5, "value is not JSON"],
+            ["tweets", 1, 6, "value is not JSON"],
+        ]
+        assert rows[1][4].endswith(" binary") and rows[2][4] is None  # bad bytes shown as U+FFFD, not an error
+    finally:
+        reader.close()
+        sink.close()

@@ -132,7 +132,7 @@ def tweets_file(small_data: Path, path: Path, n: int) -> tuple[Path, list[str]]:
     return path, texts
 
 
-def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 20) -> list[bytes]:
+def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 20, part: str = "value") -> list[bytes]:
     async def consume() -> list[bytes]:
         consumer = AIOKafkaConsumer(
             topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=f"reader-{uuid.uuid4().hex[:6]}"
@@ -143,9 +143,9 @@ def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 20) -> 
             deadline = time.monotonic() + timeout
             while len(values) < expect and time.monotonic() < deadline:
                 for records in (await consumer.getmany(timeout_ms=500)).values():
-                    values += [r.value for r in records]
+                    values += [getattr(r, part) for r in records]
             for records in (await consumer.getmany(timeout_ms=1000)).values():  # anything beyond `expect`?
-                values += [r.value for r in records]
+                values += [getattr(r, part) for r in records]
         finally:
             await consumer.stop()
         return values
@@ -204,6 +204,12 @@ def test_malformed_records_go_to_the_dead_letter_topic_and_scoring_goes_on(stack
     letters = [DeadLetter.model_validate_json(v) for v in read_topic(stack.bootstrap, f"{stack.topic}.dlq", len(bad))]
     assert sorted(letter.value or b"" for letter in letters) == sorted(value or b"" for value in bad)
     assert all(letter.error and letter.topic == stack.topic for letter in letters)
+    keys = read_topic(stack.bootstrap, f"{stack.topic}.dlq", len(bad), part="key")
+    assert sorted(keys) == sorted(letter.source_key for letter in letters)  # keyed by source: repeats collapse
+    # what failed and why, in SQL: one row per source record
+    rows = stack.sql(f"SELECT topic, partition, offset, error FROM dead_letters FINAL WHERE topic = '{stack.topic}'")
+    assert sorted((r[1], r[2]) for r in rows) == sorted((letter.partition, letter.offset) for letter in letters)
+    assert all(r[3] for r in rows)
     assert stack.sql("SELECT count() FROM emotion_scores FINAL")[0][0] == 50
 
 

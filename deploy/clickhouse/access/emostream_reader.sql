@@ -32,3 +32,4 @@ CREATE QUOTA IF NOT EXISTS emostream_reader_quota
     TO emostream_reader;
 
 GRANT SELECT ON emostream.emotion_scores TO emostream_reader;
+GRANT SELECT ON emostream.dead_letters TO emostream_reader;
