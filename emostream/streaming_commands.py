@@ -15,6 +15,7 @@ import typer
 
 from emostream.cli_common import Data, Registry, UsageError, app, setting, settings_command, settings_from
 from emostream.console import err, out, table
+from schemas import LABELS
 from schemas.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -270,6 +271,71 @@ def _text(value: Any, null: str = "NULL") -> str:
     if isinstance(value, list | dict):
         return json.dumps(value, default=str)
     return str(value)
+
+
+@app.command()
+def trends(
+    brand: Annotated[str | None, typer.Option(help="only this brand; default: all brands together")] = None,
+    since: Annotated[str, typer.Option(help="how far back: a number and s, m, h, d or w (e.g. 24h, 90m)")] = "24h",
+    by: Annotated[str, typer.Option(help="bucket: minute, hour or day")] = "hour",
+    plot: Annotated[Path | None, typer.Option(help="also draw the shares as a line chart (PNG)")] = None,
+    spikes: Annotated[bool, typer.Option(help="list buckets where a label's share jumps above its trailing mean")] = (
+        False
+    ),
+    k: Annotated[float, typer.Option(help="with --spikes: standard deviations above the trailing mean")] = 3.0,
+    window: Annotated[int, typer.Option(help="with --spikes: trailing buckets the mean and deviation use")] = 12,
+    clickhouse_dsn: Dsn = None,
+    clickhouse_query_dsn: Annotated[str | None, setting("clickhouse_query_dsn")] = None,
+    home: Home = None,
+) -> None:
+    """The share of each emotion per time bucket, from the rollup that follows emotion_scores as it fills."""
+    from stream.sql import SqlError
+    from stream.trends import Trends, TrendsError, parse_duration
+
+    settings = load_settings(clickhouse_dsn=clickhouse_dsn, clickhouse_query_dsn=clickhouse_query_dsn, home=home)
+    try:
+        seconds = parse_duration(since)
+        result = Trends.load(lambda statement: run_sql(settings, statement), by, seconds, brand)  # type: ignore[arg-type]
+    except TrendsError as exc:
+        raise UsageError(str(exc)) from None
+    except SqlError as exc:
+        raise UsageError(f"ClickHouse: {exc}") from None
+    scope = f"brand {brand}" if brand else "all brands"
+    if result.shares.empty:
+        err.print(f"no scored tweets for {scope} in the last {since}")
+        return
+    rows = (
+        [str(bucket), f"{int(result.tweets[bucket]):,}", *(f"{100 * share:.1f}" for share in shares)]
+        for bucket, shares in zip(result.shares.index, result.shares.to_numpy(), strict=True)
+    )
+    out.print(
+        table(f"Emotion shares (%) per {by}, {scope}, last {since}", ["bucket", "tweets", *LABELS], rows, raw=True)
+    )
+    if spikes:
+        found = result.spikes(k=k, window=window)
+        title = f"Spikes: share > trailing mean + {k:g} sd over {window} {by}s"
+        out.print(
+            table(
+                title,
+                ["bucket", "label", "share %", "trailing mean %", "z", "tweets"],
+                (
+                    [
+                        str(r.bucket),
+                        r.label,
+                        f"{100 * r.share:.1f}",
+                        f"{100 * r.trailing_mean:.1f}",
+                        f"{r.z:.1f}",
+                        r.tweets,
+                    ]
+                    for r in found.itertuples()
+                ),
+                raw=True,
+            )
+            if not found.empty
+            else title + ": none"
+        )
+    if plot is not None:
+        out.print(f"chart: {result.plot(plot, f'Emotion shares per {by}, {scope}')}")
 
 
 @app.command()

@@ -8,7 +8,7 @@ runs them in an executor thread, never on the event loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ SCORE_COLUMNS = (
     "margin",
     *LABELS,
 )
+SCORES_TABLE = "emotion_scores"
 DEAD_LETTER_COLUMNS = ("topic", "partition", "offset", "key", "value", "error", "failed_at")
 UNKNOWN_TABLE = 60  # ClickHouse's error code for a table that does not exist
 log = logging.getLogger("emostream.sink")
@@ -69,11 +70,29 @@ class ClickHouseSink:
             self.client.command(statement)
 
     def write(self, scores: Sequence[EmotionScore], dead_letters: Sequence[DeadLetter] = ()) -> None:
-        """One columnar insert per table. A missing table is re-created from the DDL, said loudly, and
-        written to: someone dropped it (the DDL only runs at start), waiting would not bring it back,
-        and the rows in hand belong in the new table."""
-        self._insert("emotion_scores", SCORE_COLUMNS, scores)
-        self._insert("dead_letters", DEAD_LETTER_COLUMNS, dead_letters)
+        """One columnar insert per table, of the rows that are not there yet.
+
+        Scores already in ``emotion_scores`` (a batch re-delivered after a crash) are left out: the
+        materialized views that keep the trends see each inserted row once, so a repeat would count
+        twice there even though the ReplacingMergeTree collapses it. Tweets are keyed by id, so one
+        worker owns a tweet's partition at a time and the look-up cannot race another writer.
+        A missing table is re-created from the DDL, said loudly, and written to: someone dropped it
+        (the DDL only runs at start), waiting would not bring it back, and the rows belong in it.
+        """
+        if scores:
+            self._with_schema(
+                "emotion_scores", lambda: self._insert("emotion_scores", SCORE_COLUMNS, self._new(scores))
+            )
+        if dead_letters:
+            self._with_schema("dead_letters", lambda: self._insert("dead_letters", DEAD_LETTER_COLUMNS, dead_letters))
+
+    def _new(self, scores: Sequence[EmotionScore]) -> list[EmotionScore]:
+        written = self.client.query(
+            "SELECT DISTINCT tweet_id, model_version FROM emotion_scores WHERE tweet_id IN {ids:Array(String)}",
+            parameters={"ids": sorted({score.tweet_id for score in scores})},
+        ).result_rows
+        seen = {(tweet_id, version) for tweet_id, version in written}
+        return [score for score in scores if (score.tweet_id, score.model_version) not in seen]
 
     def _insert(self, table: str, names: Sequence[str], rows: Sequence[BaseModel]) -> None:
         if not rows:
@@ -83,8 +102,11 @@ class ClickHouseSink:
             for column, name in zip(columns, names, strict=True):
                 value = getattr(row, name)
                 column.append(value.astimezone(UTC) if isinstance(value, datetime) else value)
+        self.client.insert(table, columns, column_names=list(names), column_oriented=True)
+
+    def _with_schema(self, table: str, write: Callable[[], None]) -> None:
         try:
-            self.client.insert(table, columns, column_names=list(names), column_oriented=True)
+            write()
         except DatabaseError as exc:
             if getattr(exc, "code", None) != UNKNOWN_TABLE and "UNKNOWN_TABLE" not in str(exc):
                 raise
@@ -95,7 +117,7 @@ class ClickHouseSink:
                 table,
                 DDL_DIR,
             )
-            self.client.insert(table, columns, column_names=list(names), column_oriented=True)
+            write()
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Trusted SQL from emostream's own code (tests, checks). User SQL goes through ``stream.sql``."""

@@ -43,7 +43,7 @@ def test_redelivered_batches_count_once(tmp_path: Path) -> None:
         sink.write(scores(100)[40:])  # a crash re-delivers part of the stream
         sink.write(scores(10, version="v0002"))  # a new model version is a new row
         ((total,),) = sink.query("SELECT count() FROM emotion_scores")[1]
-        assert total == 170
+        assert total == 110  # the re-delivered 60 were already there and are not written again
         rows = sink.query(
             "SELECT model_version, count(), uniqExact(tweet_id) FROM emotion_scores FINAL "
             "GROUP BY model_version ORDER BY model_version"
@@ -84,7 +84,9 @@ def test_other_write_errors_are_raised_for_the_retry_loop(tmp_path: Path) -> Non
 
 def test_ddl_files_parse_into_create_statements() -> None:
     statements = ddl_statements()
-    assert statements and all(s.startswith("CREATE TABLE IF NOT EXISTS") for s in statements)
+    assert statements and all(
+        s.startswith(("CREATE TABLE IF NOT EXISTS", "CREATE MATERIALIZED VIEW IF NOT EXISTS")) for s in statements
+    )
 
 
 def test_the_production_reader_user_parses_and_may_only_select(tmp_path: Path) -> None:

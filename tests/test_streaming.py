@@ -319,9 +319,11 @@ def test_a_slow_query_does_not_hold_up_the_stream(stack: Stack, small_data: Path
 
 
 def failing_table(directory: Path) -> None:
-    """An ``emotion_scores`` of another shape: every insert fails, on the real engine, for as long as it runs."""
+    """``emotion_scores`` with a constraint no row meets: every insert fails, on the real engine, for as long
+    as the worker runs, while its start-up (the idempotent DDL) still succeeds."""
     sink = ClickHouseSink(f"chdb://{directory}")
-    sink.client.command("CREATE TABLE emotion_scores (x Int8) ENGINE = MergeTree ORDER BY x")
+    sink.apply_schema()
+    sink.client.command("ALTER TABLE emotion_scores ADD CONSTRAINT refuse_every_row CHECK length(tweet_id) < 0")
     sink.close()
 
 
