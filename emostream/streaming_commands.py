@@ -338,6 +338,44 @@ def trends(
         out.print(f"chart: {result.plot(plot, f'Emotion shares per {by}, {scope}')}")
 
 
+LATEST_LABELS = """
+SELECT q.text AS text, l.label AS label
+FROM (SELECT tweet_id, argMax(label, labelled_at) AS label FROM review_labels GROUP BY tweet_id) AS l
+INNER JOIN (SELECT tweet_id, argMax(text, queued_at) AS text FROM review_queue GROUP BY tweet_id) AS q USING tweet_id
+WHERE l.label != 'none'
+ORDER BY tweet_id
+"""
+
+
+@app.command()
+def labels(
+    out_file: Annotated[Path | None, typer.Option("--out", help="write the CSV here; default: standard output")] = None,
+    clickhouse_dsn: Dsn = None,
+    clickhouse_query_dsn: Annotated[str | None, setting("clickhouse_query_dsn")] = None,
+    home: Home = None,
+) -> None:
+    """Export the reviewers' labels as a `text,label` CSV that `emostream train --data` reads.
+
+    The latest label of each tweet counts (re-labelling keeps history); `none` ("no emotion fits") is left out.
+    """
+    from stream.sql import SqlError
+
+    settings = load_settings(clickhouse_dsn=clickhouse_dsn, clickhouse_query_dsn=clickhouse_query_dsn, home=home)
+    try:
+        result = run_sql(settings, LATEST_LABELS)
+    except SqlError as exc:
+        raise UsageError(f"ClickHouse: {exc}") from None
+    if out_file is None:
+        print_result(result, "csv")
+        return
+    import contextlib
+
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    with out_file.open("w", newline="") as handle, contextlib.redirect_stdout(handle):
+        print_result(result, "csv")
+    err.print(f"{len(result.rows):,} labelled tweets written to {out_file}")
+
+
 @app.command()
 def demo(registry: Registry = None, data: Data = None, home: Home = None) -> None:
     """The whole loop on the embedded defaults: model, broker, worker, 2,000 tweets, trends; then stop."""

@@ -8,16 +8,18 @@ from typing import Any
 
 from schemas.labels import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS, label_id
 
-_MESSAGES = {"DeadLetter", "EmotionScore", "ReviewItem", "Tweet", "describe_errors"}
+_MESSAGES = {"DeadLetter", "EmotionScore", "NO_EMOTION", "ReviewItem", "ReviewLabel", "Tweet", "describe_errors"}
 
 __all__ = [
     "ID2LABEL",
     "LABEL2ID",
     "LABELS",
+    "NO_EMOTION",
     "NUM_LABELS",
     "DeadLetter",
     "EmotionScore",
     "ReviewItem",
+    "ReviewLabel",
     "Tweet",
     "describe_errors",
     "label_id",

@@ -75,6 +75,27 @@ class ReviewItem(BaseModel):
     reason: str = Field(description="why it was routed, e.g. 'confidence 0.41 < 0.60'")
 
 
+NO_EMOTION = "none"  # a reviewer's answer when none of the six labels fits
+
+
+class ReviewLabel(BaseModel):
+    """A person's label for a reviewed tweet: a row of ``review_labels`` and a record of ``tweets.labels``."""
+
+    tweet_id: NonBlank
+    label: str = Field(description=f"one of {', '.join(LABELS)}, or {NO_EMOTION!r} when none fits")
+    reviewer: NonBlank
+    labelled_at: datetime = Field(default_factory=utc_now)
+    model_version: str = Field(description="the version whose doubt sent the tweet to review")
+    confidence: float = Field(ge=0, le=1, description="that version's confidence in its own label")
+
+    @field_validator("label")
+    @classmethod
+    def _known_label(cls, value: str) -> str:
+        if value not in (*LABELS, NO_EMOTION):
+            raise ValueError(f"must be one of {', '.join(LABELS)} or {NO_EMOTION!r}, not {value!r}")
+        return value
+
+
 class DeadLetter(BaseModel):
     """A record that could not be used, with where it came from and why, so nothing is silently lost.
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import faust
 from faust.types import EventT, Message
 
-from schemas import DeadLetter, EmotionScore
+from schemas import DeadLetter, EmotionScore, ReviewItem
 from schemas.settings import Settings
 from stream.codecs import register_codecs
 from stream.scoring import BatchScorer, RawRecord
@@ -145,7 +145,7 @@ async def process_batch(
     started = time.perf_counter()
     result = await parts.run_blocking(parts.scorer.score, records)
     scored = time.perf_counter()
-    await write_until_done(parts, result.scores, result.dead_letters)
+    await write_until_done(parts, result.scores, result.dead_letters, result.reviews)
     written = time.perf_counter()
     deliveries = [await review.send(key=item.tweet.id.encode(), value=item) for item in result.reviews]
     deliveries += [await dead_letters.send(key=letter.source_key, value=letter) for letter in result.dead_letters]
@@ -163,9 +163,13 @@ async def process_batch(
 
 
 async def write_until_done(
-    parts: WorkerParts, scores: Sequence[EmotionScore], dead_letters: Sequence[DeadLetter] = (), max_delay: float = 30.0
+    parts: WorkerParts,
+    scores: Sequence[EmotionScore],
+    dead_letters: Sequence[DeadLetter] = (),
+    reviews: Sequence[ReviewItem] = (),
+    max_delay: float = 30.0,
 ) -> None:
-    """Insert the batch (scores and dead letters), retrying with exponential back-off while ClickHouse is down.
+    """Insert the batch (scores, dead letters, review items), retrying with back-off while ClickHouse is down.
 
     The worker neither drops the batch nor commits past it: it waits, and recovers by itself. A stop
     request ends the wait (StopRequested) and the batch stays uncommitted.
@@ -173,7 +177,7 @@ async def write_until_done(
     delay = 0.5
     while True:
         try:
-            await parts.run_blocking(parts.sink.write, scores, dead_letters)
+            await parts.run_blocking(parts.sink.write, scores, dead_letters, reviews)
             return
         except StopRequested:
             raise

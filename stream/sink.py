@@ -17,7 +17,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DatabaseError
 from pydantic import BaseModel
 
-from schemas import LABELS, DeadLetter, EmotionScore
+from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, ReviewLabel
 
 DDL_DIR = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse"
 SCORE_COLUMNS = (
@@ -31,10 +31,22 @@ SCORE_COLUMNS = (
     "margin",
     *LABELS,
 )
+REVIEW_COLUMNS = (*SCORE_COLUMNS[:3], "text", *SCORE_COLUMNS[4:], "reason", "queued_at")
+LABEL_COLUMNS = ("tweet_id", "label", "reviewer", "labelled_at", "model_version", "confidence")
 SCORES_TABLE = "emotion_scores"
 DEAD_LETTER_COLUMNS = ("topic", "partition", "offset", "key", "value", "error", "failed_at")
 UNKNOWN_TABLE = 60  # ClickHouse's error code for a table that does not exist
 log = logging.getLogger("emostream.sink")
+
+
+def review_row(item: ReviewItem) -> dict[str, Any]:
+    """A ``review_queue`` row: the score's columns, the tweet's text, why it was sent, and when."""
+    return {
+        **item.score.model_dump(),
+        "text": item.tweet.text,
+        "reason": item.reason,
+        "queued_at": item.score.scored_at,
+    }
 
 
 def chdb_path(dsn: str) -> Path | None:
@@ -69,7 +81,12 @@ class ClickHouseSink:
         for statement in ddl_statements():
             self.client.command(statement)
 
-    def write(self, scores: Sequence[EmotionScore], dead_letters: Sequence[DeadLetter] = ()) -> None:
+    def write(
+        self,
+        scores: Sequence[EmotionScore],
+        dead_letters: Sequence[DeadLetter] = (),
+        reviews: Sequence[ReviewItem] = (),
+    ) -> None:
         """One columnar insert per table, of the rows that are not there yet.
 
         Scores already in ``emotion_scores`` (a batch re-delivered after a crash) are left out: the
@@ -85,6 +102,14 @@ class ClickHouseSink:
             )
         if dead_letters:
             self._with_schema("dead_letters", lambda: self._insert("dead_letters", DEAD_LETTER_COLUMNS, dead_letters))
+        if reviews:  # not filtered: a crash between the inserts can leave scores written and reviews not
+            items = [review_row(item) for item in reviews]
+            self._with_schema("review_queue", lambda: self._insert("review_queue", REVIEW_COLUMNS, items))
+
+    def write_labels(self, labels: Sequence[ReviewLabel]) -> None:
+        """Reviewers' labels; every one is kept (history), the latest per tweet counts."""
+        if labels:
+            self._with_schema("review_labels", lambda: self._insert("review_labels", LABEL_COLUMNS, labels))
 
     def _new(self, scores: Sequence[EmotionScore]) -> list[EmotionScore]:
         written = self.client.query(
@@ -94,13 +119,13 @@ class ClickHouseSink:
         seen = {(tweet_id, version) for tweet_id, version in written}
         return [score for score in scores if (score.tweet_id, score.model_version) not in seen]
 
-    def _insert(self, table: str, names: Sequence[str], rows: Sequence[BaseModel]) -> None:
+    def _insert(self, table: str, names: Sequence[str], rows: Sequence[BaseModel | dict[str, Any]]) -> None:
         if not rows:
             return
         columns: list[list[Any]] = [[] for _ in names]
         for row in rows:
             for column, name in zip(columns, names, strict=True):
-                value = getattr(row, name)
+                value = row[name] if isinstance(row, dict) else getattr(row, name)
                 column.append(value.astimezone(UTC) if isinstance(value, datetime) else value)
         self.client.insert(table, columns, column_names=list(names), column_oriented=True)
 

@@ -31,14 +31,15 @@ class FlakySink:
     """Fails the first ``failures`` writes, like a ClickHouse that is briefly down."""
 
     def __init__(self, failures: int = 0) -> None:
-        self.failures, self.calls, self.rows, self.dead_letters = failures, 0, [], []
+        self.failures, self.calls, self.rows, self.dead_letters, self.reviews = failures, 0, [], [], []
 
-    def write(self, scores: list, dead_letters: list = ()) -> None:  # type: ignore[assignment]
+    def write(self, scores: list, dead_letters: list = (), reviews: list = ()) -> None:  # type: ignore[assignment]
         self.calls += 1
         if self.calls <= self.failures:
             raise ConnectionError("ClickHouse is down")
         self.rows += scores
         self.dead_letters += dead_letters
+        self.reviews += reviews
 
 
 def recording_send(sent: list) -> Any:
@@ -82,6 +83,7 @@ def test_agent_scores_batches_and_routes_reviews_and_dead_letters(tmp_path: Any)
     assert sorted(s.tweet_id for s in sink.rows) == ["1", "2", "3", "5"]
     assert all(s.model_version == "v0007" for s in sink.rows)
     assert [r.tweet.id for r in reviews] == ["2"]
+    assert [r.tweet.id for r in sink.reviews] == ["2"]  # the review queue's row is written with the batch
     assert sorted(letter.value for letter in letters) == [b'{"id": "4", "text": "   "}', b"{broken"]
     assert sorted(letter.value for letter in sink.dead_letters) == sorted(letter.value for letter in letters)
     assert sink.calls >= 2  # max_batch=4: six records take at least two micro-batches

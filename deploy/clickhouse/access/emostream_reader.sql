@@ -12,7 +12,7 @@
 -- - the grants name emostream's tables only: no other database, no FILE/URL/REMOTE sources, no
 --   KILL QUERY, no SYSTEM, no access management;
 -- - the quota caps what one user can spend per minute, so a runaway dashboard cannot starve the workers.
--- When a release adds tables (rollups, review queue), add a GRANT SELECT line for each.
+-- When a release adds tables, add a GRANT SELECT line for each.
 
 CREATE SETTINGS PROFILE IF NOT EXISTS emostream_reader_profile SETTINGS
     readonly = 1,
@@ -33,3 +33,6 @@ CREATE QUOTA IF NOT EXISTS emostream_reader_quota
 
 GRANT SELECT ON emostream.emotion_scores TO emostream_reader;
 GRANT SELECT ON emostream.dead_letters TO emostream_reader;
+GRANT SELECT ON emostream.emotion_trends_minute TO emostream_reader;
+GRANT SELECT ON emostream.review_queue TO emostream_reader;
+GRANT SELECT ON emostream.review_labels TO emostream_reader;

@@ -1,0 +1,81 @@
+"""The review queue's data on the real engine: items written with their batch, one per tweet however
+often re-delivered; labels kept as history with the latest counting; the export that `train` reads."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from schemas import LABELS, NO_EMOTION, ReviewItem, ReviewLabel, Tweet
+from schemas.settings import Settings
+from stream.sink import ClickHouseSink
+from tests.conftest import run_cli
+from tests.test_sink import scores
+
+pytestmark = pytest.mark.integration
+
+
+def review_items(n: int) -> list[ReviewItem]:
+    return [
+        ReviewItem(
+            tweet=Tweet(id=score.tweet_id, text=f"tweet number {i}"), score=score, reason="confidence 0.41 < 0.60"
+        )
+        for i, score in enumerate(scores(n))
+    ]
+
+
+def test_review_items_are_written_once_per_tweet_and_labels_keep_history(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    sink = ClickHouseSink(Settings(home=home).resolved_clickhouse_dsn())
+    items = review_items(60)
+    try:
+        sink.apply_schema()
+        sink.write([item.score for item in items], reviews=items)
+        sink.write([item.score for item in items[20:]], reviews=items[20:])  # re-delivered after a crash
+        assert sink.query("SELECT count(), uniqExact(tweet_id) FROM review_queue FINAL")[1] == [(60, 60)]
+        start = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+        labels = [
+            ReviewLabel(
+                tweet_id=item.tweet.id,
+                label=LABELS[i % 6],
+                reviewer="ana",
+                labelled_at=start + timedelta(seconds=i),
+                model_version="v0001",
+                confidence=0.41,
+            )
+            for i, item in enumerate(items)
+        ]
+        relabelled = labels[0].model_copy(
+            update={"label": "fear", "reviewer": "bo", "labelled_at": start + timedelta(hours=1)}
+        )
+        no_emotion = labels[1].model_copy(update={"label": NO_EMOTION, "labelled_at": start + timedelta(hours=1)})
+        sink.write_labels([*labels, relabelled, no_emotion])
+        assert sink.query("SELECT count() FROM review_labels")[1] == [(62,)]  # history kept
+    finally:
+        sink.close()
+    exported = run_cli("labels", env={"EMOSTREAM_HOME": str(home)})
+    assert exported.returncode == 0, exported.stderr
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    by_text = {row["text"]: row["label"] for row in rows}
+    assert len(rows) == 59  # 60 tweets, one now labelled "none"
+    assert by_text["tweet number 0"] == "fear"  # the latest label counts
+    assert "tweet number 1" not in by_text
+    out = tmp_path / "labels.csv"
+    assert run_cli("labels", "--out", out, env={"EMOSTREAM_HOME": str(home)}).returncode == 0
+    from trainer.data import load_emotion
+
+    data = load_emotion(out)  # what `emostream train --data labels.csv` does with it
+    assert sum(len(split) for split in data.values()) == 59
+
+
+def test_a_label_must_be_one_of_the_six_or_none() -> None:
+    with pytest.raises(ValidationError, match="must be one of"):
+        ReviewLabel(tweet_id="1", label="boredom", reviewer="ana", model_version="v1", confidence=0.5)
+    assert (
+        ReviewLabel(tweet_id="1", label=NO_EMOTION, reviewer="ana", model_version="v1", confidence=0.5).label == "none"
+    )
