@@ -1,4 +1,4 @@
-"""The ClickHouse sink: one columnar insert per batch into ``emotion_scores``.
+"""The ClickHouse sink: one columnar insert per table per batch (scores, dead letters, review items).
 
 The same class serves the embedded engine (``chdb:///DIR``, chDB in this process) and a ClickHouse
 server (``http(s)://user:pw@host:8123/db``), through clickhouse-connect. Its calls block, so the worker
@@ -33,7 +33,6 @@ SCORE_COLUMNS = (
 )
 REVIEW_COLUMNS = (*SCORE_COLUMNS[:3], "text", *SCORE_COLUMNS[4:], "reason", "queued_at")
 LABEL_COLUMNS = ("tweet_id", "label", "reviewer", "labelled_at", "model_version", "confidence")
-SCORES_TABLE = "emotion_scores"
 DEAD_LETTER_COLUMNS = ("topic", "partition", "offset", "key", "value", "error", "failed_at")
 UNKNOWN_TABLE = 60  # ClickHouse's error code for a table that does not exist
 log = logging.getLogger("emostream.sink")
@@ -67,7 +66,7 @@ def ddl_statements(directory: Path = DDL_DIR) -> list[str]:
 
 
 class ClickHouseSink:
-    """Writes a batch's scores into ``emotion_scores`` and its dead letters into ``dead_letters``."""
+    """Writes a batch (``emotion_scores``, ``dead_letters``, ``review_queue``) and reviewers' labels."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
