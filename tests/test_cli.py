@@ -63,12 +63,21 @@ def test_train_prints_the_version_directory_last_and_promotes_only_better(
     first = run_cli(*args, "--learning-rate", "2e-3", "--epochs", "3")
     assert first.returncode == 0, first.stderr[-2000:]
     assert first.stdout.strip().splitlines()[-1] == str((tmp_path / "v0001").resolve())
-    # a learning rate of ~0 leaves the random head: worse on validation, so it is kept but not promoted
-    second = run_cli(*args, "--learning-rate", "1e-9")
+    # trained on labels that are all "surprise" (a rare class), it learns to answer "surprise": worse on the
+    # real validation split by construction (a random head, the earlier choice, was sometimes as good by chance)
+    wrong = tmp_path.parent / f"{tmp_path.name}-all-surprise"
+    wrong.mkdir()
+    for name in ("train.txt", "val.txt", "test.txt"):
+        lines = (small_data / name).read_text().splitlines()
+        if name == "train.txt":
+            lines = [line.rpartition(";")[0] + ";surprise" for line in lines]
+        (wrong / name).write_text("\n".join(lines) + "\n")
+    worse = [*args[:4], wrong, *args[5:]]  # the same command with --data pointing at the wrong labels
+    second = run_cli(*worse, "--learning-rate", "2e-3")
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout.strip().splitlines()[-1].endswith("v0002")
     assert (tmp_path / "current").read_text().strip() == "v0001"
-    forced = run_cli(*args, "--learning-rate", "1e-9", "--promote")
+    forced = run_cli(*worse, "--learning-rate", "2e-3", "--promote")
     assert forced.returncode == 0
     assert (tmp_path / "current").read_text().strip() == "v0003"
     listing = run_cli("models", "--registry", tmp_path)
