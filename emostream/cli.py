@@ -19,6 +19,7 @@ USER_ERRORS = {
     "model.registry": "RegistryError",
     "stream.state": "NoBrokerError",
     "stream.sql": "SqlError",
+    "stream.sink": "SchemaError",
 }
 
 

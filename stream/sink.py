@@ -38,6 +38,10 @@ UNKNOWN_TABLE = 60  # ClickHouse's error code for a table that does not exist
 log = logging.getLogger("emostream.sink")
 
 
+class SchemaError(RuntimeError):
+    """emostream's tables or views cannot be created here (usually: an older table of another shape)."""
+
+
 def review_row(item: ReviewItem) -> dict[str, Any]:
     """A ``review_queue`` row: the score's columns, the tweet's text, why it was sent, and when."""
     return {
@@ -78,7 +82,15 @@ class ClickHouseSink:
     def apply_schema(self) -> None:
         """Idempotent: every statement is ``CREATE ... IF NOT EXISTS``."""
         for statement in ddl_statements():
-            self.client.command(statement)
+            try:
+                self.client.command(statement)
+            except DatabaseError as exc:
+                words = statement.split()
+                what = " ".join(words[: words.index("EXISTS") + 2] if "EXISTS" in words else words[:4])
+                raise SchemaError(
+                    f"ClickHouse refused emostream's DDL ({what}): {str(exc).splitlines()[0]}. "
+                    f"A table of that name with another shape? The DDL is in {DDL_DIR}"
+                ) from None
 
     def write(
         self,

@@ -176,3 +176,27 @@ def test_baseline_beats_the_dummy_classifier(small_data: Path, minilm_path: Path
     metrics = json.loads((tmp_path / "baseline_metrics.json").read_text())
     assert metrics["LogisticRegression"]["accuracy"] > metrics["DummyClassifier"]["accuracy"] + 0.1
     assert (tmp_path / "baseline_confusion_matrix.png").is_file()
+
+
+def test_a_worker_facing_a_foreign_table_says_so_in_one_line(trained_registry: Path, tmp_path: Path) -> None:
+    from stream.sink import ClickHouseSink
+
+    sink = ClickHouseSink(f"chdb://{tmp_path / 'ch'}")
+    sink.client.command("CREATE TABLE emotion_scores (x Int8) ENGINE = MergeTree ORDER BY x")  # not emostream's
+    sink.close()
+    result = run_cli(
+        "worker",
+        "--registry",
+        trained_registry,
+        "--clickhouse-dsn",
+        f"chdb://{tmp_path / 'ch'}",
+        "--kafka-bootstrap",
+        "127.0.0.1:9",
+        "--home",
+        tmp_path / "home",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "ClickHouse refused emostream's DDL (CREATE MATERIALIZED VIEW IF NOT EXISTS emotion_trends_minute_mv)" in (
+        result.stderr.replace("\n", " ")
+    )
+    assert "Traceback" not in result.stderr
