@@ -14,18 +14,24 @@ from emostream.cli_common import UsageError, app
 from emostream.console import err
 
 # Exceptions that mean "what was asked for cannot be done": one line on stderr, exit 2, no traceback.
-USER_ERRORS = {
-    "trainer.data": "DataError",
-    "model.registry": "RegistryError",
-    "stream.state": "NoBrokerError",
-    "stream.sql": "SqlError",
-    "stream.sink": "SchemaError",
+USER_ERRORS = {  # module: (exception, what to put before its message)
+    "trainer.data": ("DataError", ""),
+    "model.registry": ("RegistryError", ""),
+    "stream.state": ("NoBrokerError", ""),
+    "stream.sql": ("SqlError", "ClickHouse: "),
+    "stream.sink": ("SchemaError", ""),
+    "stream.trends": ("TrendsError", ""),
 }
 
 
-def loaded_user_errors() -> tuple[type[BaseException], ...]:
-    loaded = [getattr(sys.modules[module], name) for module, name in USER_ERRORS.items() if module in sys.modules]
-    return (UsageError, *loaded)
+def user_error_message(exc: BaseException) -> str | None:
+    """The one line to print if ``exc`` is a user error from a module already loaded, else None."""
+    if isinstance(exc, UsageError):
+        return str(exc)
+    for module, (name, prefix) in USER_ERRORS.items():
+        if module in sys.modules and isinstance(exc, getattr(sys.modules[module], name)):
+            return f"{prefix}{exc}"
+    return None
 
 
 def main() -> None:
@@ -42,8 +48,8 @@ def main() -> None:
             from schemas import describe_errors
 
             message = f"invalid setting: {describe_errors(exc)}"
-        elif isinstance(exc, loaded_user_errors()):
-            message = str(exc)
+        elif (user_message := user_error_message(exc)) is not None:
+            message = user_message
         else:
             raise
         err.print(f"[red]error:[/red] {message}", highlight=False)

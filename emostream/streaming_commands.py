@@ -216,16 +216,9 @@ def sql(
     ClickHouse itself refuses what is not a read: the statement runs with readonly=1, one at a time,
     within --sql-timeout and the result-size limits.
     """
-    from stream.sql import SqlError
-
     if fmt not in ("table", "csv", "json"):
         raise UsageError(f"--format must be table, csv or json, not {fmt!r}")
-    settings = settings_from(locals())
-    try:
-        result = run_sql(settings, statement)
-    except SqlError as exc:
-        raise UsageError(f"ClickHouse: {exc}") from None
-    print_result(result, fmt)
+    print_result(run_sql(settings_from(locals()), statement), fmt)
 
 
 def run_sql(settings: Settings, statement: str) -> SqlResult:
@@ -289,17 +282,11 @@ def trends(
     home: Home = None,
 ) -> None:
     """The share of each emotion per time bucket, from the rollup that follows emotion_scores as it fills."""
-    from stream.sql import SqlError
-    from stream.trends import Trends, TrendsError, parse_duration
+    from stream.trends import Trends, parse_duration
 
     settings = load_settings(clickhouse_dsn=clickhouse_dsn, clickhouse_query_dsn=clickhouse_query_dsn, home=home)
-    try:
-        seconds = parse_duration(since)
-        result = Trends.load(lambda statement: run_sql(settings, statement), by, seconds, brand)  # type: ignore[arg-type]
-    except TrendsError as exc:
-        raise UsageError(str(exc)) from None
-    except SqlError as exc:
-        raise UsageError(f"ClickHouse: {exc}") from None
+    seconds = parse_duration(since)
+    result = Trends.load(lambda statement: run_sql(settings, statement), by, seconds, brand)  # type: ignore[arg-type]
     scope = f"brand {brand}" if brand else "all brands"
     if result.shares.empty:
         err.print(f"no scored tweets for {scope} in the last {since}")
@@ -358,13 +345,8 @@ def labels(
 
     The latest label of each tweet counts (re-labelling keeps history); `none` ("no emotion fits") is left out.
     """
-    from stream.sql import SqlError
-
     settings = load_settings(clickhouse_dsn=clickhouse_dsn, clickhouse_query_dsn=clickhouse_query_dsn, home=home)
-    try:
-        result = run_sql(settings, LATEST_LABELS)
-    except SqlError as exc:
-        raise UsageError(f"ClickHouse: {exc}") from None
+    result = run_sql(settings, LATEST_LABELS)
     if out_file is None:
         print_result(result, "csv")
         return
