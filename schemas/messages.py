@@ -79,7 +79,12 @@ NO_EMOTION = "none"  # a reviewer's answer when none of the six labels fits
 
 
 class ReviewLabel(BaseModel):
-    """A person's label for a reviewed tweet: a row of ``review_labels`` and a record of ``tweets.labels``."""
+    """A person's label for a reviewed tweet: a row of ``review_labels`` and a record of ``tweets.labels``.
+
+    Labels are events, never updated in place: the latest one of a tweet counts. Undoing a label is
+    one more event (``retracted``, naming the label it withdraws), after which the tweet is pending
+    again, so the history shows what was given, by whom, and what was taken back.
+    """
 
     tweet_id: NonBlank
     label: str = Field(description=f"one of {', '.join(LABELS)}, or {NO_EMOTION!r} when none fits")
@@ -87,6 +92,7 @@ class ReviewLabel(BaseModel):
     labelled_at: datetime = Field(default_factory=utc_now)
     model_version: str = Field(description="the version whose doubt sent the tweet to review")
     confidence: float = Field(ge=0, le=1, description="that version's confidence in its own label")
+    retracted: bool = Field(False, description="this event withdraws the reviewer's earlier `label`")
 
     @field_validator("label")
     @classmethod

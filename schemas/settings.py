@@ -34,6 +34,16 @@ def default_base_model() -> str:
     return str(get_model_path())
 
 
+def default_reviewer() -> str:
+    """The name of the user running the server: a sensible label on a one-person machine."""
+    import getpass
+
+    try:
+        return getpass.getuser()[:64] or "reviewer"
+    except (KeyError, OSError):
+        return "reviewer"
+
+
 class Settings(BaseSettings):
     """All options; field descriptions double as the CLI's help text."""
 
@@ -71,6 +81,7 @@ class Settings(BaseSettings):
     topic_tweets: str = Field("tweets", description="input topic")
     topic_review: str = Field("tweets.review", description="topic of low-confidence tweets for human review")
     topic_dlq: str = Field("tweets.dlq", description="dead-letter topic for invalid records")
+    topic_labels: str = Field("tweets.labels", description="topic of reviewers' labels (and their retractions)")
     partitions: int = Field(4, gt=0, description="partitions of the topics the worker creates")
     group_id: str = Field("emostream-scorer", description="Kafka consumer group of the workers")
     max_batch: int = Field(512, gt=0, description="tweets per micro-batch (at most)")
@@ -91,6 +102,22 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(
         10.0, gt=0, description="seconds a stop signal waits for the worker to stop cleanly before it exits anyway"
     )
+    # the review page (served by `up` beside the worker, or alone by `emostream review`)
+    review_token: SecretStr | None = Field(
+        None,
+        description="credential of the review and trends pages (and their API), for reviewers; it opens "
+        "nothing else. Unset: a random one per run, printed in the page's URL",
+    )
+    reviewer: str = Field(
+        default_factory=default_reviewer,
+        min_length=1,
+        max_length=64,
+        description="reviewer name a review session starts with (each reviewer can change it on the page)",
+    )
+    review_lease: float = Field(
+        120.0, gt=0, description="seconds an item shown to one reviewer is kept from the others"
+    )
+    session_hours: float = Field(12.0, gt=0, description="hours a review page session (its cookie) lasts")
     # user SQL (`emostream sql` and the web endpoint): read-only by ClickHouse's own rules, bounded
     clickhouse_query_dsn: str | None = Field(
         None, description="ClickHouse DSN for user SQL, a read-only user in production; unset: the worker's DSN"

@@ -1,21 +1,30 @@
-"""The web endpoint's credential: a bearer token, checked on every request before anything runs.
+"""The web endpoint's credentials: checked on every request before anything runs.
 
 A loopback port is not a boundary: any web page open in the user's browser can send requests to it,
 and DNS rebinding can make such a page look same-origin. So every request needs the token (which a
 page cannot read: it lives in a mode-0600 file and in the process's settings), requests that a browser
 marks as coming from another origin are refused, and on a loopback address the Host header must name
 the endpoint itself.
+
+Two credentials, one scheme: the operator's token opens everything (SQL, health, Faust's pages, the
+review page); a reviewer's token opens the review and trends pages and their API, nothing else.
 """
 
 from __future__ import annotations
 
 import hmac
+import html
 import ipaddress
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from schemas.settings import Settings
+from stream.sessions import Session, SessionCodec, SessionError, cookie_name
 
 TOKEN_BYTES = 32
 
@@ -46,41 +55,193 @@ def token_file(endpoint_file: Path) -> Path:
     return endpoint_file.with_suffix(".token")
 
 
-class RequestGuard:
-    """Decides whether a request may reach a handler: (status, reason) to refuse it, or None."""
+ADMIN = "admin"  # the operator's credential (EMOSTREAM_WEB_TOKEN): every route
+REVIEW = "review"  # a reviewer's credential (EMOSTREAM_REVIEW_TOKEN): the review and trends pages only
+REVIEWER_PATHS = ("/review", "/trends")
+PAGES = frozenset({"/review", "/trends"})  # what a browser opens, with ?token= the first time
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-    def __init__(self, token: str, host: str, port: int) -> None:
-        self._token = token.encode()
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request comes from: the credential's scope, and the browser session if it came with one."""
+
+    scope: str
+    reviewer: str
+    session: Session | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Login:
+    """A page opened with a valid ``?token=``: answer with a session cookie and the URL without the token."""
+
+    scope: str
+    reviewer: str
+    location: str
+
+
+class RequestGuard:
+    """Decides, before any handler runs, who a request comes from and whether it may do what it asks.
+
+    One scheme for every route: a credential, as ``Authorization: Bearer`` (programs) or as the session
+    cookie a page load with ``?token=`` opened (browsers); state-changing requests made with the cookie
+    need the session's CSRF token as well. The scope of the credential decides the routes.
+    """
+
+    def __init__(
+        self,
+        credentials: Mapping[str, str] | str,
+        host: str,
+        port: int,
+        sessions: SessionCodec | None = None,
+        reviewer: str = "reviewer",
+    ) -> None:
+        """``credentials``: scope -> token (a bare string: the operator's token alone)."""
+        tokens = {ADMIN: credentials} if isinstance(credentials, str) else dict(credentials)
+        self._tokens = {scope: token.encode() for scope, token in tokens.items()}
+        self.sessions = sessions
+        self.cookie = cookie_name(port)
+        self.reviewer = reviewer
         self._origins = {f"http://{name}:{port}" for name in _names_of(host)}
         self._hosts = {f"{name}:{port}" for name in _names_of(host)} if _is_loopback(host) else None
 
     def refusal(self, headers: Mapping[str, str]) -> tuple[int, str] | None:
-        origin = headers.get("Origin")
-        if origin is not None and origin not in self._origins:
-            return 403, f"requests from another origin ({origin}) are refused"
-        if headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-            return 403, "cross-site requests are refused"
+        """The rules for a program's request (bearer only): (status, reason), or None to let it through."""
+        decided = self.decide("POST", "/sql", headers)
+        return (decided.status, decided.reason) if isinstance(decided, Refusal) else None
+
+    def decide(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        cookies: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> Principal | Refusal | Login:
+        query = query or {}
+        page_load = method == "GET" and path in PAGES
+        refused = self._foreign(headers, navigation=page_load and headers.get("Sec-Fetch-Mode") == "navigate")
+        if refused:
+            return refused
+        if page_load and "token" in query:
+            scope = self._scope_of(query["token"])
+            if scope is None or self.sessions is None:
+                return Refusal(401, "the token in the URL is wrong (open the URL emostream printed)")
+            rest = "&".join(f"{k}={quote(v)}" for k, v in query.items() if k not in ("token", "reviewer"))
+            return Login(scope, query.get("reviewer") or self.reviewer, path + (f"?{rest}" if rest else ""))
+        principal = self._bearer(headers) or self._session(cookies or {})
+        if principal is None:
+            return Refusal(401, "missing or wrong credential (Authorization: Bearer <token>)")
+        if principal.session is not None and method in UNSAFE_METHODS:
+            assert self.sessions is not None
+            if not self.sessions.csrf_ok(principal.session, headers.get("X-CSRF-Token")):
+                return Refusal(403, "missing or wrong X-CSRF-Token (reload the page)")
+        if principal.scope != ADMIN and not _under(path, REVIEWER_PATHS):
+            return Refusal(403, f"the {principal.scope} credential does not open {path}")
+        return principal
+
+    def _foreign(self, headers: Mapping[str, str], navigation: bool) -> Refusal | None:
+        """Requests another site makes the browser send. Opening a page from a link elsewhere is allowed
+        (a GET changes nothing, and the session cookie is SameSite=Lax); anything else is not."""
         if self._hosts is not None and headers.get("Host") not in self._hosts:
-            return 403, f"unexpected Host header {headers.get('Host')!r}"
-        scheme, _, given = headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
-            return 401, "missing or wrong credential (Authorization: Bearer <token>)"
+            return Refusal(403, f"unexpected Host header {headers.get('Host')!r}")
+        if navigation:
+            return None
+        origin = headers.get("Origin")
+        # Same origin: one of the endpoint's own names, or the host the browser reached it by (behind a
+        # port mapping or a proxy, e.g. http://review.internal:8080; on loopback the Host is pinned above).
+        own = {f"{scheme}://{headers.get('Host')}" for scheme in ("http", "https")}
+        if origin is not None and origin not in self._origins and origin not in own:
+            return Refusal(403, f"requests from another origin ({origin}) are refused")
+        if headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            return Refusal(403, "cross-site requests are refused")
         return None
 
+    def _scope_of(self, token: str) -> str | None:
+        for scope, expected in self._tokens.items():
+            if hmac.compare_digest(token.strip().encode(), expected):
+                return scope
+        return None
+
+    def _bearer(self, headers: Mapping[str, str]) -> Principal | None:
+        scheme, _, given = headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        scope = self._scope_of(given)
+        reviewer = headers.get("X-Reviewer") or self.reviewer
+        return Principal(scope, reviewer) if scope else None
+
+    def _session(self, cookies: Mapping[str, str]) -> Principal | None:
+        value = cookies.get(self.cookie)
+        session = self.sessions.read(value) if value and self.sessions else None
+        if session is None or session.scope not in self._tokens:
+            return None
+        return Principal(session.scope, session.reviewer, session)
+
+    def session_cookie(self, scope: str, reviewer: str) -> tuple[str, dict[str, Any]]:
+        """A fresh session cookie's value and attributes (HttpOnly, SameSite=Lax, path /, max age)."""
+        assert self.sessions is not None
+        value, _ = self.sessions.issue(scope, reviewer)
+        return value, {"httponly": True, "samesite": "Lax", "path": "/", "max_age": int(self.sessions.max_age)}
+
     def middleware(self) -> Callable[..., Awaitable[Any]]:
-        """An aiohttp middleware that applies the guard to every route, Faust's own pages included."""
+        """An aiohttp middleware that applies the guard to every route, Faust's own pages included.
+
+        The handler finds the caller in ``request["principal"]``.
+        """
         from aiohttp import web
 
         @web.middleware
         async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
-            refused = self.refusal(request.headers)
-            if refused is not None:
-                status, reason = refused
-                headers = {"WWW-Authenticate": 'Bearer realm="emostream"'} if status == 401 else None
-                return web.json_response({"error": reason}, status=status, headers=headers)
+            decided = self.decide(request.method, request.path, request.headers, request.cookies, request.query)
+            if isinstance(decided, Login):
+                try:
+                    value, attributes = self.session_cookie(decided.scope, decided.reviewer)
+                except SessionError as exc:
+                    return web.json_response({"error": str(exc)}, status=400)
+                response = web.HTTPSeeOther(decided.location)
+                response.set_cookie(self.cookie, value, **attributes)
+                response.headers["Referrer-Policy"] = "no-referrer"  # the token must not travel on
+                return response
+            if isinstance(decided, Refusal):
+                if request.method == "GET" and request.path in PAGES:
+                    return web.Response(
+                        text=UNAUTHORIZED_PAGE.format(reason=html.escape(decided.reason)),
+                        status=decided.status,
+                        content_type="text/html",
+                    )
+                headers = {"WWW-Authenticate": 'Bearer realm="emostream"'} if decided.status == 401 else None
+                return web.json_response({"error": decided.reason}, status=decided.status, headers=headers)
+            request["principal"] = decided
             return await handler(request)
 
         return guard
+
+
+UNAUTHORIZED_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>emostream: sign-in needed</title>
+<style>body{{font:16px system-ui,sans-serif;max-width:40em;margin:4em auto;color:#222}}
+code{{background:#eee;padding:0 .3em}}</style>
+</head><body><h1>Sign-in needed</h1><p>{reason}.</p>
+<p>Open the page with the URL that <code>emostream up</code> or <code>emostream review</code> printed: it carries
+the token (<code>?token=...</code>), and your browser keeps a session after that.</p></body></html>
+"""
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
+
+
+def guard_for(settings: Settings, port: int, credentials: dict[str, str]) -> RequestGuard:
+    """The guard of an endpoint on ``settings.web_host:port`` with these credentials (scope -> token)."""
+    sessions = SessionCodec(credentials, max_age=settings.session_hours * 3600)
+    return RequestGuard(credentials, settings.web_host, port, sessions, reviewer=settings.reviewer)
 
 
 def _names_of(host: str) -> set[str]:

@@ -32,7 +32,7 @@ SCORE_COLUMNS = (
     *LABELS,
 )
 REVIEW_COLUMNS = (*SCORE_COLUMNS[:3], "text", *SCORE_COLUMNS[4:], "reason", "queued_at")
-LABEL_COLUMNS = ("tweet_id", "label", "reviewer", "labelled_at", "model_version", "confidence")
+LABEL_COLUMNS = ("tweet_id", "label", "reviewer", "labelled_at", "model_version", "confidence", "retracted")
 DEAD_LETTER_COLUMNS = ("topic", "partition", "offset", "key", "value", "error", "failed_at")
 UNKNOWN_TABLE = 60  # ClickHouse's error code for a table that does not exist
 log = logging.getLogger("emostream.sink")
@@ -118,7 +118,7 @@ class ClickHouseSink:
             self._with_schema("review_queue", lambda: self._insert("review_queue", REVIEW_COLUMNS, items))
 
     def write_labels(self, labels: Sequence[ReviewLabel]) -> None:
-        """Reviewers' labels; every one is kept (history), the latest per tweet counts."""
+        """Reviewers' labels and retractions; every one is kept (history), the latest per tweet counts."""
         if labels:
             self._with_schema("review_labels", lambda: self._insert("review_labels", LABEL_COLUMNS, labels))
 

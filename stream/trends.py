@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from schemas import LABELS
 from stream.sql import SqlResult
@@ -56,6 +56,7 @@ def shares_statement(by: Bucket, since_seconds: int, brand: str | None = None) -
 class Trends:
     shares: pd.DataFrame  # index: bucket; columns: the six labels (share of the bucket's tweets, 0-1)
     tweets: pd.Series  # tweets per bucket
+    by: Bucket = "hour"
 
     @classmethod
     def load(cls, run: Callable[[str], SqlResult], by: Bucket, since_seconds: int, brand: str | None = None) -> Trends:
@@ -65,13 +66,13 @@ class Trends:
         frame = pd.DataFrame(result.rows, columns=result.columns)
         if frame.empty:
             empty = pd.DataFrame(columns=list(LABELS), dtype=float)
-            return cls(empty, pd.Series(dtype="int64"))
+            return cls(empty, pd.Series(dtype="int64"), by)
         frame["bucket"] = pd.to_datetime(frame["bucket"])
         frame["tweets"] = frame["tweets"].astype("int64")
         counts = frame.pivot_table(index="bucket", columns="label", values="tweets", aggfunc="sum", fill_value=0)
         counts = counts.reindex(columns=list(LABELS), fill_value=0)
         totals = counts.sum(axis=1)
-        return cls(counts.div(totals, axis=0), totals)
+        return cls(counts.div(totals, axis=0), totals, by)
 
     def spikes(self, k: float = 3.0, window: int = 12, min_periods: int | None = None) -> pd.DataFrame:
         """Buckets where a label's share exceeds its trailing mean by more than ``k`` standard deviations.
@@ -103,11 +104,14 @@ class Trends:
         found = pd.DataFrame(rows, columns=["bucket", "label", "share", "trailing_mean", "z", "tweets"])
         return found.sort_values(["bucket", "label"], ignore_index=True)
 
-    def plot(self, path: Path, title: str) -> Path:
+    def plot(self, path: Path | BinaryIO, title: str) -> Path | BinaryIO:
+        """A line chart of the shares, to a PNG file or a binary stream (the trends page serves it)."""
         import matplotlib
 
         matplotlib.use("Agg")
+        import matplotlib.dates as mdates
         import matplotlib.pyplot as plt
+        import pandas as pd
 
         fig, ax = plt.subplots(figsize=(10, 4.5))
         for label in LABELS:
@@ -117,9 +121,15 @@ class Trends:
         ax.set_title(title)
         ax.legend(ncol=6, loc="upper center", fontsize=8)
         ax.grid(alpha=0.3)
-        fig.autofmt_xdate()
+        locator = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        if len(self.shares.index) == 1:  # one bucket: show that bucket, not years around it
+            width = pd.Timedelta(1, unit={"minute": "min", "hour": "h", "day": "D"}[self.by])
+            ax.set_xlim(self.shares.index[0] - width, self.shares.index[0] + width)
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        if isinstance(path, Path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, format="png")
         plt.close(fig)
         return path

@@ -7,8 +7,9 @@ the thread that scores and inserts, so a slow statement cannot stall the stream.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import faust
 
@@ -22,11 +23,25 @@ SQL_CONTENT_TYPE = "application/json"
 
 
 def add_web_views(
-    app: faust.App, guard: RequestGuard, sql: ReadOnlySql, timeout: float, model: EmotionModel
+    app: faust.App,
+    guard: RequestGuard,
+    sql: ReadOnlySql,
+    timeout: float,
+    model: EmotionModel,
+    mount: Callable[[Any], None] | None = None,
 ) -> ThreadPoolExecutor:
-    """Register the routes and the guard; returns the SQL thread, for the caller to shut down."""
+    """Register the routes and the guard; returns the SQL thread, for the caller to shut down.
+
+    ``mount`` adds more routes to Faust's aiohttp application (the review pages, in ``up``).
+    """
     sql_thread = ThreadPoolExecutor(1, thread_name_prefix="emostream-sql")
-    app.on_webserver_init = lambda web: web.web_app.middlewares.append(guard.middleware())  # type: ignore[method-assign]
+
+    def on_webserver_init(web: Any) -> None:
+        web.web_app.middlewares.append(guard.middleware())
+        if mount is not None:
+            mount(web.web_app)
+
+    app.on_webserver_init = on_webserver_init  # type: ignore[method-assign]
 
     @app.page("/healthz")
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

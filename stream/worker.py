@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import signal
@@ -17,7 +18,7 @@ from model.registry import ModelRegistry
 from model.runtime import load_runtime
 from schemas.settings import Settings
 from stream.app import WorkerParts, create_app
-from stream.auth import RequestGuard, new_token, token_file, write_token
+from stream.auth import ADMIN, REVIEW, guard_for, new_token, token_file, write_token
 from stream.broker import free_port
 from stream.scoring import BatchScorer
 from stream.shutdown import Shutdown
@@ -77,25 +78,38 @@ class ReadyWorker(faust.Worker):
         super()._schedule_shutdown(signal)
 
 
-def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = None) -> int:
-    """Serve until SIGINT/SIGTERM. Returns the exit code."""
+def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = None, review: bool = False) -> int:
+    """Serve until SIGINT/SIGTERM. Returns the exit code.
+
+    ``review``: serve the review and trends pages too (``up``, which owns the embedded chDB directory;
+    a deployment runs them as their own service, ``emostream review``, one per queue).
+    """
     shutdown = shutdown or Shutdown(settings.shutdown_timeout)
     settings.home.mkdir(parents=True, exist_ok=True)
     parts = build_parts(settings, shutdown)
     sql = ReadOnlySql(settings)
     created = asyncio.run(
         ensure_topics(
-            bootstrap, [settings.topic_tweets, settings.topic_review, settings.topic_dlq], settings.partitions
+            bootstrap,
+            [settings.topic_tweets, settings.topic_review, settings.topic_dlq, settings.topic_labels],
+            settings.partitions,
         )
     )
     if created:
         log.info("created topics %s with %d partitions", ", ".join(created), settings.partitions)
     port = settings.web_port or free_port(settings.web_host)
     token = settings.web_token.get_secret_value() if settings.web_token else new_token()
+    review_token = settings.review_token.get_secret_value() if settings.review_token else new_token()
+    guard = guard_for(settings, port, {ADMIN: token, REVIEW: review_token})
     app = create_app(settings, bootstrap, parts, port)
-    sql_thread = add_web_views(
-        app, RequestGuard(token, settings.web_host, port), sql, settings.sql_timeout + 5, parts.scorer.model
-    )
+    mount = None
+    if review:
+        from stream.review.service import ReviewService
+        from stream.review.web import mount_review
+
+        service = ReviewService(settings, bootstrap)
+        mount = functools.partial(mount_review, service=service, guard=guard)
+    sql_thread = add_web_views(app, guard, sql, settings.sql_timeout + 5, parts.scorer.model, mount)
     data_dir = chdb_path(parts.sink.dsn)
     endpoint: Path | None = endpoint_file(data_dir) if data_dir else None
 
@@ -120,6 +134,10 @@ def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = N
             port,
             credential,
         )
+        if review:
+            from stream.review.web import review_url
+
+            log.info("review page: %s", review_url(settings, port, review_token))
 
     shutdown.on_abort(forget_endpoint)
     # The model, torch and transformers leave millions of long-lived objects; without freezing them,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,15 @@ def tiny_model(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     BertModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real Kafka-protocol broker (tansu) for the session; each test uses topics of its own."""
+    from stream.broker import EmbeddedBroker
+
+    with EmbeddedBroker(log_file=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+        yield running.bootstrap
 
 
 def run_cli(

@@ -5,7 +5,10 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from stream.auth import RequestGuard, new_token, read_token, write_token
+import pytest
+
+from stream.auth import ADMIN, REVIEW, Login, Principal, Refusal, RequestGuard, new_token, read_token, write_token
+from stream.sessions import SessionCodec, SessionError, check_reviewer
 
 TOKEN = "t0ken-value"
 
@@ -45,3 +48,103 @@ def test_the_token_file_is_private_from_the_start(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert read_token(path) == token
     assert read_token(tmp_path / "missing") is None
+
+
+REVIEW_TOKEN = "review-t0ken"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def guard_with_sessions(clock: Clock | None = None) -> RequestGuard:
+    credentials = {ADMIN: TOKEN, REVIEW: REVIEW_TOKEN}
+    codec = SessionCodec(credentials, max_age=3600, clock=clock or Clock())
+    return RequestGuard(credentials, "127.0.0.1", 8123, codec, reviewer="ana")
+
+
+def test_a_page_opened_with_the_token_logs_in_and_drops_the_token_from_the_url() -> None:
+    guard = guard_with_sessions()
+    host = {"Host": "127.0.0.1:8123"}
+    login = guard.decide("GET", "/review", host, query={"token": REVIEW_TOKEN, "brand": "acme & co"})
+    assert login == Login(REVIEW, "ana", "/review?brand=acme%20%26%20co")
+    named = guard.decide("GET", "/review", host, query={"token": REVIEW_TOKEN, "reviewer": "bo"})
+    assert isinstance(named, Login) and named.reviewer == "bo" and named.location == "/review"
+    assert guard.decide("GET", "/review", host, query={"token": "wrong"}) == Refusal(
+        401, "the token in the URL is wrong (open the URL emostream printed)"
+    )
+    assert guard.decide("GET", "/review", host).status == 401  # type: ignore[union-attr]  # no token, no cookie
+    # ?token= is only for pages: an API call must carry a credential the usual way
+    assert guard.decide("GET", "/review/api/items", host, query={"token": REVIEW_TOKEN}).status == 401  # type: ignore[union-attr]
+
+
+def test_a_session_cookie_opens_its_scope_and_state_changes_need_the_csrf_token() -> None:
+    clock = Clock()
+    guard = guard_with_sessions(clock)
+    assert guard.sessions is not None
+    value, attributes = guard.session_cookie(REVIEW, "ana")
+    assert attributes["httponly"] and attributes["samesite"] == "Lax"
+    cookies = {guard.cookie: value}
+    host = {"Host": "127.0.0.1:8123"}
+    principal = guard.decide("GET", "/review/api/items", host, cookies)
+    assert isinstance(principal, Principal) and principal.reviewer == "ana" and principal.session is not None
+    csrf = guard.sessions.csrf_token(principal.session)
+    assert guard.decide("POST", "/review/api/label", host, cookies) == Refusal(
+        403, "missing or wrong X-CSRF-Token (reload the page)"
+    )
+    assert guard.decide("POST", "/review/api/label", {**host, "X-CSRF-Token": csrf[:-1] + "0"}, cookies).status == 403  # type: ignore[union-attr]
+    assert isinstance(guard.decide("POST", "/review/api/label", {**host, "X-CSRF-Token": csrf}, cookies), Principal)
+    # a reviewer's session opens the review and trends pages, nothing else
+    assert isinstance(guard.decide("GET", "/trends/api", host, cookies), Principal)
+    assert guard.decide("POST", "/sql", {**host, "X-CSRF-Token": csrf}, cookies) == Refusal(
+        403, "the review credential does not open /sql"
+    )
+    assert guard.decide("GET", "/", host, cookies).status == 403  # type: ignore[union-attr]  # Faust's pages
+    assert guard.decide("GET", "/reviewer-secrets", host, cookies).status == 403  # type: ignore[union-attr]
+    # the review token as a bearer: the same scope
+    bearer = {**host, "Authorization": f"Bearer {REVIEW_TOKEN}"}
+    assert isinstance(guard.decide("POST", "/review/api/label", bearer), Principal)  # programs: no CSRF
+    assert guard.decide("POST", "/sql", bearer).status == 403  # type: ignore[union-attr]
+    # tampered, foreign-scope or expired cookies open nothing
+    payload, _, signature = value.partition(".")
+    assert guard.decide("GET", "/review/api/items", host, {guard.cookie: payload + ".0" + signature[1:]}).status == 401  # type: ignore[union-attr]
+    other = SessionCodec({REVIEW: "another-token"}, max_age=3600, clock=clock).issue(REVIEW, "eve")[0]
+    assert guard.decide("GET", "/review/api/items", host, {guard.cookie: other}).status == 401  # type: ignore[union-attr]
+    clock.now += 3601
+    assert guard.decide("GET", "/review/api/items", host, cookies).status == 401  # type: ignore[union-attr]
+
+
+def test_only_a_page_load_may_come_from_another_site() -> None:
+    guard = guard_with_sessions()
+    value, _ = guard.session_cookie(REVIEW, "ana")
+    cookies = {guard.cookie: value}
+    link = {"Host": "127.0.0.1:8123", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+    assert isinstance(guard.decide("GET", "/review", link, cookies), Principal)  # a link from a chat, say
+    assert guard.decide("GET", "/review/api/items", {**link, "Sec-Fetch-Mode": "cors"}, cookies).status == 403  # type: ignore[union-attr]
+    assert guard.decide("POST", "/review/api/label", link, cookies).status == 403  # type: ignore[union-attr]
+    evil = {"Host": "127.0.0.1:8123", "Origin": "http://evil.example"}
+    assert guard.decide("POST", "/review/api/label", evil, cookies).status == 403  # type: ignore[union-attr]
+    rebound = {**link, "Host": "evil.example:8123"}  # DNS rebinding, even for a page load
+    assert guard.decide("GET", "/review", rebound, cookies).status == 403  # type: ignore[union-attr]
+
+
+def test_behind_a_port_mapping_the_origin_is_the_host_the_browser_used() -> None:
+    guard = RequestGuard({REVIEW: REVIEW_TOKEN}, "0.0.0.0", 8080, SessionCodec({REVIEW: REVIEW_TOKEN}, 3600))
+    value, _ = guard.session_cookie(REVIEW, "ana")
+    assert guard.sessions is not None
+    csrf = guard.sessions.csrf_token(guard.sessions.read(value))  # type: ignore[arg-type]
+    same = {"Host": "review.internal:9000", "Origin": "http://review.internal:9000", "X-CSRF-Token": csrf}
+    assert isinstance(guard.decide("POST", "/review/api/label", same, {guard.cookie: value}), Principal)
+    other = {**same, "Origin": "http://evil.example"}
+    assert guard.decide("POST", "/review/api/label", other, {guard.cookie: value}).status == 403  # type: ignore[union-attr]
+
+
+def test_reviewer_names_are_checked() -> None:
+    assert check_reviewer("  Ana María ") == "Ana María"
+    for bad, problem in (("  ", "must not be blank"), ("x" * 65, "at most 64"), ("a\nb", "control characters")):
+        with pytest.raises(SessionError, match=problem):
+            check_reviewer(bad)

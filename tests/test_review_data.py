@@ -54,23 +54,25 @@ def test_review_items_are_written_once_per_tweet_and_labels_keep_history(tmp_pat
             update={"label": "fear", "reviewer": "bo", "labelled_at": start + timedelta(hours=1)}
         )
         no_emotion = labels[1].model_copy(update={"label": NO_EMOTION, "labelled_at": start + timedelta(hours=1)})
-        sink.write_labels([*labels, relabelled, no_emotion])
-        assert sink.query("SELECT count() FROM review_labels")[1] == [(62,)]  # history kept
+        undone = labels[2].model_copy(update={"retracted": True, "labelled_at": start + timedelta(hours=1)})
+        sink.write_labels([*labels, relabelled, no_emotion, undone])
+        assert sink.query("SELECT count() FROM review_labels")[1] == [(63,)]  # history kept
     finally:
         sink.close()
     exported = run_cli("labels", env={"EMOSTREAM_HOME": str(home)})
     assert exported.returncode == 0, exported.stderr
     rows = list(csv.DictReader(io.StringIO(exported.stdout)))
     by_text = {row["text"]: row["label"] for row in rows}
-    assert len(rows) == 59  # 60 tweets, one now labelled "none"
+    assert len(rows) == 58  # 60 tweets, one now labelled "none", one label undone
     assert by_text["tweet number 0"] == "fear"  # the latest label counts
     assert "tweet number 1" not in by_text
+    assert "tweet number 2" not in by_text  # its label was withdrawn: pending again, not a training example
     out = tmp_path / "labels.csv"
     assert run_cli("labels", "--out", out, env={"EMOSTREAM_HOME": str(home)}).returncode == 0
     from trainer.data import load_emotion
 
     data = load_emotion(out)  # what `emostream train --data labels.csv` does with it
-    assert sum(len(split) for split in data.values()) == 59
+    assert sum(len(split) for split in data.values()) == 58
 
 
 def test_a_label_must_be_one_of_the_six_or_none() -> None:

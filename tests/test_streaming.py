@@ -26,7 +26,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas import LABELS, DeadLetter, ReviewItem
-from stream.broker import EmbeddedBroker
 from stream.endpoint import Endpoint
 from stream.sink import ClickHouseSink
 from stream.state import endpoint_file, read_state
@@ -34,12 +33,6 @@ from tests.conftest import EMOSTREAM, run_cli
 from tests.test_scoring import MALFORMED
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with EmbeddedBroker(log_file=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
-        yield running.bootstrap
 
 
 class Stack:

@@ -128,14 +128,18 @@ def test_the_readme_gallery_runs(home: Path) -> None:
     settings = Settings(home=home)
     sink = ClickHouseSink(settings.resolved_clickhouse_dsn())
     sink.apply_schema()
-    from schemas import DeadLetter
+    from schemas import DeadLetter, ReviewItem, ReviewLabel, Tweet
 
     start = datetime.now(UTC) - timedelta(minutes=45)
-    sink.write(stream_of_scores(600, start), [DeadLetter(topic="tweets", partition=0, offset=1, value=b"x", error="e")])
+    scores = stream_of_scores(600, start)
+    reviews = [ReviewItem(tweet=Tweet(id=s.tweet_id, text="t"), score=s, reason="r") for s in scores[:20]]
+    sink.write(scores, [DeadLetter(topic="tweets", partition=0, offset=1, value=b"x", error="e")], reviews)
+    label = ReviewLabel(tweet_id="-", label="joy", reviewer="ana", model_version="v1", confidence=0.5)
+    sink.write_labels([label.model_copy(update={"tweet_id": s.tweet_id}) for s in scores[:5]])
     sink.close()
     blocks = re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.DOTALL)
     statements = [s.strip() for block in blocks for s in block.split(";") if "SELECT" in s]
-    assert len(statements) >= 4
+    assert len(statements) >= 7
     reader = ReadOnlySql(settings)
     try:
         for statement in statements:

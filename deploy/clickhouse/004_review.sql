@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS review_queue
 ENGINE = ReplacingMergeTree(queued_at)
 ORDER BY tweet_id;
 
--- Every label a person gave, history kept: the latest per tweet counts (argMax(label, labelled_at)).
+-- Every label a person gave, history kept: the latest event per tweet counts (argMax(.., labelled_at));
+-- an undo is an event with retracted = true, after which the tweet is pending again.
 CREATE TABLE IF NOT EXISTS review_labels
 (
     tweet_id      String,
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS review_labels
     reviewer      LowCardinality(String),
     labelled_at   DateTime64(3, 'UTC'),
     model_version LowCardinality(String),   -- the version whose doubt sent the tweet to review
-    confidence    Float32
+    confidence    Float32,
+    retracted     Bool DEFAULT false        -- this event withdraws the reviewer's earlier label
 )
 ENGINE = MergeTree
 ORDER BY (tweet_id, labelled_at);

@@ -1,0 +1,246 @@
+"""The review and trends pages and their JSON API, as aiohttp routes on any aiohttp application.
+
+``emostream up`` mounts them on the worker's web server (Faust's aiohttp application), ``emostream
+review`` on one of its own: one code path. The guard (``stream.auth``) has already decided who the
+caller is; handlers find it in ``request["principal"]``. Every asset is served from ``static/``: the
+pages work with no internet.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from schemas import LABELS, NO_EMOTION, describe_errors
+from schemas.messages import NonBlank
+from schemas.settings import Settings
+from stream.auth import RequestGuard
+from stream.review.service import ReviewError, ReviewService
+from stream.sessions import SessionError, check_reviewer
+from stream.trends import BUCKET_FUNCTIONS, TrendsError, parse_duration
+
+STATIC = Path(__file__).resolve().parent / "static"
+SERVICE = web.AppKey("review_service", ReviewService)
+GUARD = web.AppKey("review_guard", RequestGuard)
+PAGE_HEADERS = {
+    # Scripts, styles and images from this origin only; never inside another site's frame (a framed
+    # page could be made to receive the reviewer's key presses).
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class TweetRequest(BaseModel):
+    tweet_id: NonBlank
+
+
+class LabelRequest(TweetRequest):
+    label: str
+
+
+class ReviewerRequest(BaseModel):
+    reviewer: str
+
+
+def review_url(settings: Settings, port: int, token: str) -> str:
+    """The page's address; with the token in it when emostream made the token up (as Jupyter does).
+    A token the user configured is theirs to hand out: it is not printed into logs."""
+    host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::") else settings.web_host
+    base = f"http://{host}:{port}/review"
+    return f"{base} (token: EMOSTREAM_REVIEW_TOKEN)" if settings.review_token else f"{base}?token={token}"
+
+
+def mount_review(app: web.Application, service: ReviewService, guard: RequestGuard) -> None:
+    """Add the pages, the API and the assets, and tie the service's start and stop to the app's."""
+    app[SERVICE] = service
+    app[GUARD] = guard
+    app.on_response_prepare.append(_security_headers)
+
+    async def start(_: web.Application) -> None:
+        await service.start()
+
+    async def stop(_: web.Application) -> None:
+        await service.stop()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    app.router.add_get("/review", _page("review.html"))
+    app.router.add_get("/trends", _page("trends.html"))
+    app.router.add_static("/review/static", STATIC)
+    app.router.add_get("/review/api/session", session)
+    app.router.add_post("/review/api/session", rename)
+    app.router.add_get("/review/api/items", items)
+    app.router.add_post("/review/api/label", label)
+    app.router.add_post("/review/api/undo", undo)
+    app.router.add_post("/review/api/skip", skip)
+    app.router.add_get("/trends/api", trends)
+    app.router.add_get("/trends/chart.png", chart)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path.startswith(("/review", "/trends")):
+        response.headers.update(PAGE_HEADERS)
+        if "/api/" in request.path:
+            response.headers["Cache-Control"] = "no-store"
+
+
+def _page(name: str) -> Any:
+    async def handler(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / name)
+
+    return handler
+
+
+async def session(request: web.Request) -> web.Response:
+    principal = request["principal"]
+    guard = request.app[GUARD]
+    csrf = guard.sessions.csrf_token(principal.session) if principal.session and guard.sessions else None
+    return web.json_response(
+        {
+            "reviewer": principal.reviewer,
+            "scope": principal.scope,
+            "csrf": csrf,
+            "labels": [*LABELS, NO_EMOTION],
+            "lease_seconds": request.app[SERVICE].settings.review_lease,
+        }
+    )
+
+
+async def rename(request: web.Request) -> web.Response:
+    """A browser session changes its reviewer name: a new cookie (same scope) with the new name."""
+    principal = request["principal"]
+    body = await _body(request, ReviewerRequest)
+    if principal.session is None:
+        raise _error(400, "reviewer: a program names its reviewer with the X-Reviewer header")
+    guard = request.app[GUARD]
+    try:
+        value, attributes = guard.session_cookie(principal.scope, check_reviewer(body.reviewer))
+    except SessionError as exc:
+        raise _error(400, str(exc)) from None
+    response = web.json_response({"reviewer": body.reviewer.strip()})
+    response.set_cookie(guard.cookie, value, **attributes)
+    return response
+
+
+async def items(request: web.Request) -> web.Response:
+    query = request.query
+    try:
+        limit = int(query.get("n", "10"))
+    except ValueError:
+        raise _error(400, f"n: must be a whole number, not {query.get('n')!r}") from None
+    window = await request.app[SERVICE].window(
+        _reviewer_checked(request), limit, query.get("brand", ""), query.get("label", "")
+    )
+    return web.json_response(window)
+
+
+async def label(request: web.Request) -> web.Response:
+    body = await _body(request, LabelRequest)
+    try:
+        saved = await request.app[SERVICE].label(_reviewer_checked(request), body.tweet_id, body.label)
+    except ValidationError as exc:
+        raise _error(400, describe_errors(exc)) from None
+    except ReviewError as exc:
+        raise _error(exc.status, str(exc)) from None
+    return web.json_response({"saved": True, "label": saved.model_dump(mode="json")})
+
+
+async def undo(request: web.Request) -> web.Response:
+    body = await _body(request, TweetRequest)
+    try:
+        item = await request.app[SERVICE].undo(_reviewer_checked(request), body.tweet_id)
+    except ReviewError as exc:
+        raise _error(exc.status, str(exc)) from None
+    return web.json_response({"undone": True, "item": item.as_json()})
+
+
+async def skip(request: web.Request) -> web.Response:
+    body = await _body(request, TweetRequest)
+    await request.app[SERVICE].skip(request["principal"], body.tweet_id)
+    return web.json_response({"skipped": True})
+
+
+async def trends(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    by, seconds, brand = _trend_args(request)
+    result = await service.trends(by, seconds, brand)
+    try:
+        k, window = float(request.query.get("k", "3")), int(request.query.get("window", "12"))
+    except ValueError:
+        raise _error(400, "k and window: must be numbers") from None
+    spikes = result.spikes(k=k, window=window) if not result.shares.empty else None
+    return web.json_response(
+        {
+            "by": by,
+            "brand": brand or "",
+            "brands": await service.trend_brands(),
+            "buckets": [str(bucket) for bucket in result.shares.index],
+            "tweets": [int(n) for n in result.tweets],
+            "shares": {name: [float(v) for v in result.shares[name]] for name in LABELS},
+            "spikes": [] if spikes is None else _records(spikes),
+        }
+    )
+
+
+def _records(spikes: Any) -> list[dict[str, Any]]:
+    names = ("label", "share", "trailing_mean", "z")
+    return [{"bucket": str(row.bucket), **{n: getattr(row, n) for n in names}} for row in spikes.itertuples()]
+
+
+async def chart(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    by, seconds, brand = _trend_args(request)
+    result = await service.trends(by, seconds, brand)
+    if result.shares.empty:
+        raise _error(404, "no scored tweets in that range")
+    title = f"Emotion shares per {by}, {f'brand {brand}' if brand else 'all brands'}"
+    return web.Response(body=await service.chart(result, title), content_type="image/png")
+
+
+def _trend_args(request: web.Request) -> tuple[Any, int, str | None]:
+    by = request.query.get("by", "hour")
+    if by not in BUCKET_FUNCTIONS:
+        raise _error(400, f"by: must be minute, hour or day, not {by!r}")
+    try:
+        seconds = parse_duration(request.query.get("since", "24h"))
+    except TrendsError as exc:
+        raise _error(400, str(exc).replace("--since", "since")) from None
+    return by, seconds, request.query.get("brand") or None
+
+
+def _reviewer_checked(request: web.Request) -> Any:
+    principal = request["principal"]
+    try:
+        check_reviewer(principal.reviewer)
+    except SessionError as exc:
+        raise _error(400, str(exc)) from None
+    return principal
+
+
+async def _body(request: web.Request, model: type[Any]) -> Any:
+    """A JSON body (and only JSON: a form post from another site cannot pass), validated by ``model``."""
+    if request.content_type != "application/json":
+        raise _error(415, "send the body as application/json")
+    try:
+        return model.model_validate_json(await request.read())
+    except ValidationError as exc:
+        raise _error(400, describe_errors(exc)) from None
+
+
+def _error(status: int, message: str) -> web.HTTPException:
+    return _STATUS[status](text=json.dumps({"error": message}), content_type="application/json")
+
+
+_STATUS: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest,
+    404: web.HTTPNotFound,
+    409: web.HTTPConflict,
+    415: web.HTTPUnsupportedMediaType,
+    503: web.HTTPServiceUnavailable,
+}

@@ -1,0 +1,104 @@
+"""Browser sessions for the web endpoint: a signed cookie, and the CSRF token that goes with it.
+
+A browser cannot send a bearer header on a plain page load, so opening the printed URL
+(``/review?token=...``) trades the token for a session cookie, as Jupyter does. The cookie is signed
+(HMAC-SHA256) with a key derived from the credential it was issued for, which makes it:
+
+- stateless: it survives a restart, and several servers sharing the credential accept each other's;
+- revocable: change the credential and every session issued under it stops working;
+- unforgeable without the credential, and bound to a scope (a reviewer's session opens the review
+  and trends pages only, even though it is the same kind of cookie as an operator's).
+
+State-changing requests made with the cookie must also carry ``X-CSRF-Token``: an HMAC of the session's
+nonce that only a page of this origin can read (from ``/review/api/session``), so another site cannot
+make a logged-in browser label items, even where SameSite does not hold (old browsers, same-site hosts).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+COOKIE_PREFIX = "emostream_session_"
+REVIEWER_NAME_MAX = 64
+
+
+class SessionError(ValueError):
+    """A reviewer name or a cookie that cannot be used, with what is wrong with it."""
+
+
+def check_reviewer(name: str) -> str:
+    """A reviewer name as it is stored with each label: 1-64 printable characters, trimmed."""
+    name = name.strip()
+    if not name:
+        raise SessionError("reviewer: must not be blank")
+    if len(name) > REVIEWER_NAME_MAX:
+        raise SessionError(f"reviewer: at most {REVIEWER_NAME_MAX} characters, got {len(name)}")
+    if not name.isprintable():
+        raise SessionError("reviewer: must not contain control characters")
+    return name
+
+
+@dataclass(frozen=True)
+class Session:
+    scope: str  # "admin" or "review": what the credential that opened it may do
+    reviewer: str
+    nonce: str  # identifies the session (leases are held per session, not per name)
+    issued_at: float
+
+
+class SessionCodec:
+    """Issues and checks session cookies for a set of credentials, one signing key per scope."""
+
+    def __init__(self, credentials: dict[str, str], max_age: float, clock: Callable[[], float] = time.time) -> None:
+        """``credentials``: scope -> the token of that scope."""
+        self._keys = {scope: _derive(token, "session") for scope, token in credentials.items()}
+        self.max_age = max_age
+        self._clock = clock
+
+    def issue(self, scope: str, reviewer: str) -> tuple[str, Session]:
+        session = Session(scope, check_reviewer(reviewer), secrets.token_urlsafe(12), self._clock())
+        body = json.dumps(
+            {"s": session.scope, "r": session.reviewer, "n": session.nonce, "t": int(session.issued_at)},
+            separators=(",", ":"),
+        ).encode()
+        payload = base64.urlsafe_b64encode(body).decode().rstrip("=")
+        return f"{payload}.{self._sign(scope, payload)}", session
+
+    def read(self, cookie: str) -> Session | None:
+        """The session of a genuine, unexpired cookie; None for anything else (never an exception)."""
+        payload, _, signature = cookie.partition(".")
+        try:
+            data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            scope, reviewer, nonce, issued = str(data["s"]), str(data["r"]), str(data["n"]), float(data["t"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        if scope not in self._keys or not hmac.compare_digest(signature, self._sign(scope, payload)):
+            return None
+        if not 0 <= self._clock() - issued <= self.max_age:
+            return None
+        return Session(scope, reviewer, nonce, issued)
+
+    def csrf_token(self, session: Session) -> str:
+        return hmac.new(self._keys[session.scope], f"csrf:{session.nonce}".encode(), hashlib.sha256).hexdigest()
+
+    def csrf_ok(self, session: Session, given: str | None) -> bool:
+        return given is not None and hmac.compare_digest(given, self.csrf_token(session))
+
+    def _sign(self, scope: str, payload: str) -> str:
+        return hmac.new(self._keys[scope], payload.encode(), hashlib.sha256).hexdigest()
+
+
+def _derive(token: str, purpose: str) -> bytes:
+    return hmac.new(token.encode(), f"emostream-{purpose}-v1".encode(), hashlib.sha256).digest()
+
+
+def cookie_name(port: int) -> str:
+    """Per port: browsers share cookies across the ports of a host, and two stacks must not clash."""
+    return f"{COOKIE_PREFIX}{port}"

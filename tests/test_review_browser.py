@@ -1,0 +1,162 @@
+"""The review page end to end in a real headless browser (Debian's chromium, driven by Selenium).
+
+`emostream up` with a tiny model and every tweet sent to review; tweets ingested as a user would; then a
+reviewer labels with the keyboard, skips, undoes, and the labels are checked where they must land:
+`review_labels` (through `emostream sql`) and the `tweets.labels` topic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stream.state import broker_file, read_state
+from tests.conftest import EMOSTREAM, run_cli
+from tests.test_streaming import read_topic
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+URL = re.compile(r"review page: (http://127\.0\.0\.1:\d+/review\?token=\S+)")
+
+
+@pytest.fixture
+def browsers() -> Iterator[list]:
+    if os.environ.get("EMOSTREAM_SKIP_BROWSER"):
+        pytest.skip("EMOSTREAM_SKIP_BROWSER is set")
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("Debian's chromium and chromium-driver are needed: `make test` installs them (apt-get)")
+    opened: list = []
+    yield opened
+    for driver in opened:
+        driver.quit()
+
+
+def open_browser(opened: list) -> object:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1360,900"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    opened.append(driver)
+    return driver
+
+
+@pytest.fixture
+def up(trained_registry: Path, small_data: Path, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], str]]:
+    env = {
+        "EMOSTREAM_HOME": str(tmp_path / "home"),
+        "EMOSTREAM_REGISTRY": str(trained_registry),
+        "EMOSTREAM_REVIEW_THRESHOLD": "1.0",  # every tweet goes to review
+        "EMOSTREAM_PARTITIONS": "2",
+    }
+    log = tmp_path / "up.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [str(EMOSTREAM), "up"], env={**os.environ, **env}, stdout=handle, stderr=handle, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while not (match := URL.search(log.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+        texts = [line.rpartition(";")[0] for line in (small_data / "val.txt").read_text().splitlines()][:30]
+        tweets = tmp_path / "tweets.jsonl"
+        tweets.write_text(
+            "".join(json.dumps({"id": f"b{i:02d}", "text": t, "brand": "acme"}) + "\n" for i, t in enumerate(texts))
+        )
+        assert run_cli("ingest", tweets, env=env).returncode == 0
+        bootstrap = str(read_state(broker_file(tmp_path / "home"))["bootstrap"])  # type: ignore[index]
+        yield match.group(1), env, bootstrap
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def current_id(driver: object) -> str | None:
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        found = driver.find_elements("css selector", "[data-tweet-id][data-current]")  # type: ignore[attr-defined]
+        return found[0].get_attribute("data-tweet-id") if found else None
+    except StaleElementReferenceException:
+        return None
+
+
+def wait_until(condition: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def press(driver: object, key: str) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).send_keys(key).perform()  # type: ignore[arg-type]
+
+
+def test_a_reviewer_labels_skips_and_undoes_with_the_keyboard(
+    up: tuple[str, dict[str, str], str], browsers: list, tmp_path: Path
+) -> None:
+    url, env, bootstrap = up
+    stranger = open_browser(browsers)
+    stranger.get(url.split("?")[0])  # type: ignore[attr-defined]
+    assert "Sign-in needed" in stranger.page_source  # type: ignore[attr-defined]
+    assert stranger.find_elements("css selector", "[data-tweet-id]") == []  # type: ignore[attr-defined]
+
+    driver = open_browser(browsers)
+    deadline = time.monotonic() + 60
+    while True:  # the queue fills as the worker scores the ingested tweets
+        driver.get(url + "&reviewer=ana")  # type: ignore[attr-defined]
+        time.sleep(1)
+        if current_id(driver) or time.monotonic() > deadline:
+            break
+    assert driver.current_url.endswith("/review")  # type: ignore[attr-defined]  # the token left the address bar
+    given: list[tuple[str, str]] = []
+    for key, label in (("1", "sadness"), ("2", "joy"), ("0", "none")):
+        shown = current_id(driver)
+        assert shown is not None
+        press(driver, key)
+        wait_until(lambda shown=shown: current_id(driver) not in (None, shown))
+        given.append((shown, label))
+    skipped = current_id(driver)
+    press(driver, "s")
+    wait_until(lambda: current_id(driver) not in (None, skipped))
+    wait_until(lambda: len(driver.find_elements("css selector", ".history .status.saved")) == 3)  # type: ignore[attr-defined]
+    press(driver, "u")  # undo the last label: that tweet comes back, first
+    wait_until(lambda: current_id(driver) == given[-1][0])
+    wait_until(lambda: "Labelled 2" in driver.find_element("id", "counts").text)  # type: ignore[attr-defined]
+    assert driver.find_elements("css selector", ".history .status.undone")  # type: ignore[attr-defined]
+    driver.save_screenshot(str(tmp_path / "review-page.png"))  # type: ignore[attr-defined]
+
+    result = run_cli(
+        "sql",
+        "--format",
+        "csv",
+        "SELECT tweet_id, label, reviewer, retracted FROM review_labels ORDER BY labelled_at",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(",") for line in result.stdout.strip().splitlines()[1:]]
+    expected = [[tweet, label, "ana", "false"] for tweet, label in given] + [[given[-1][0], "none", "ana", "true"]]
+    assert rows == expected
+    assert skipped not in {tweet for tweet, _ in given}
+    on_topic = [json.loads(value) for value in read_topic(bootstrap, "tweets.labels", expect=4)]
+    assert sorted((r["tweet_id"], r["label"], r["retracted"]) for r in on_topic) == sorted(
+        (tweet, label, retracted == "true") for tweet, label, _, retracted in rows
+    )
