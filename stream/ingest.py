@@ -123,13 +123,14 @@ def replay_tweets(texts: list[str], split: str, brands: list[str], run_id: str, 
         )
 
 
-async def start_producer(bootstrap: str) -> AIOKafkaProducer:
+async def start_producer(bootstrap: str, linger_ms: int = 5, refusal_level: int = logging.WARNING) -> AIOKafkaProducer:
     """An idempotent acks=all producer, or a plain acks=all one where the broker cannot do idempotence.
 
     The embedded broker (tansu) answers InitProducerId with an error; there a retried send may repeat a
-    record, which the idempotent sink (ReplacingMergeTree on tweet id) absorbs anyway.
+    record, which the idempotent sink (ReplacingMergeTree on tweet id) absorbs anyway. ``refusal_level``:
+    how loudly to say so (a service that starts with every ``up`` says it at INFO).
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=linger_ms)
     sender_log = logging.getLogger("aiokafka.producer.sender")
     level = sender_log.level
     sender_log.setLevel(logging.CRITICAL)  # the refusal is expected and reported below, once
@@ -141,10 +142,12 @@ async def start_producer(bootstrap: str) -> AIOKafkaProducer:
         raise
     except KafkaError as exc:
         await producer.stop()
-        log.warning("the broker refused an idempotent producer (%s); using acks=all without idempotence", exc)
+        log.log(
+            refusal_level, "the broker refused an idempotent producer (%s); using acks=all without idempotence", exc
+        )
     finally:
         sender_log.setLevel(level)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms)
     await producer.start()
     return producer
 

@@ -13,12 +13,15 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from stream.state import broker_file, read_state
+from stream.auth import read_token, token_file
+from stream.state import broker_file, endpoint_file, read_state
 from tests.conftest import EMOSTREAM, run_cli
 from tests.test_streaming import read_topic
 
@@ -110,6 +113,17 @@ def press(driver: object, key: str) -> None:
     ActionChains(driver).send_keys(key).perform()  # type: ignore[arg-type]
 
 
+def sql_status(base: str, token: str | None) -> int:
+    request = urllib.request.Request(
+        f"{base}/sql", data=b"SELECT 1", method="POST", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def test_a_reviewer_labels_skips_and_undoes_with_the_keyboard(
     up: tuple[str, dict[str, str], str], browsers: list, tmp_path: Path
 ) -> None:
@@ -156,6 +170,10 @@ def test_a_reviewer_labels_skips_and_undoes_with_the_keyboard(
     expected = [[tweet, label, "ana", "false"] for tweet, label in given] + [[given[-1][0], "none", "ana", "true"]]
     assert rows == expected
     assert skipped not in {tweet for tweet, _ in given}
+    # the reviewer's token opens the pages, not the operator's routes of the same server
+    base, _, token = url.partition("/review?token=")
+    assert sql_status(base, token) == 403
+    assert sql_status(base, read_token(token_file(endpoint_file(Path(env["EMOSTREAM_HOME"]) / "clickhouse")))) == 200
     on_topic = [json.loads(value) for value in read_topic(bootstrap, "tweets.labels", expect=4)]
     assert sorted((r["tweet_id"], r["label"], r["retracted"]) for r in on_topic) == sorted(
         (tweet, label, retracted == "true") for tweet, label, _, retracted in rows

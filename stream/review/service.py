@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -56,7 +57,9 @@ class ReviewService:
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        self._producer = await start_producer(self.bootstrap)
+        # One label per send, awaited: no lingering. Without idempotence (the embedded broker) a retried
+        # send can repeat a label event; the history keeps events, and the latest one still decides.
+        self._producer = await start_producer(self.bootstrap, linger_ms=0, refusal_level=logging.INFO)
 
     async def stop(self) -> None:
         if self._producer is not None:
