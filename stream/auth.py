@@ -111,11 +111,6 @@ class RequestGuard:
         self._origins = {f"http://{name}:{port}" for name in _names_of(host)}
         self._hosts = {f"{name}:{port}" for name in _names_of(host)} if _is_loopback(host) else None
 
-    def refusal(self, headers: Mapping[str, str]) -> tuple[int, str] | None:
-        """The rules for a program's request (bearer only): (status, reason), or None to let it through."""
-        decided = self.decide("POST", "/sql", headers)
-        return (decided.status, decided.reason) if isinstance(decided, Refusal) else None
-
     def decide(
         self,
         method: str,

@@ -17,27 +17,33 @@ def headers(**extra: str) -> dict[str, str]:
     return {"Host": "127.0.0.1:8123", "Authorization": f"Bearer {TOKEN}", **extra}
 
 
+def refusal(guard: RequestGuard, headers: dict[str, str]) -> tuple[int, str] | None:
+    """What the guard says to a program's request (a bearer token, no cookie) for the SQL endpoint."""
+    decided = guard.decide("POST", "/sql", headers)
+    return (decided.status, decided.reason) if isinstance(decided, Refusal) else None
+
+
 def test_the_token_passes_and_everything_else_is_refused() -> None:
     guard = RequestGuard(TOKEN, "127.0.0.1", 8123)
-    assert guard.refusal(headers()) is None
-    assert guard.refusal(headers(Host="localhost:8123", Origin="http://localhost:8123")) is None
-    assert guard.refusal({"Host": "127.0.0.1:8123"}) == (
+    assert refusal(guard, headers()) is None
+    assert refusal(guard, headers(Host="localhost:8123", Origin="http://localhost:8123")) is None
+    assert refusal(guard, {"Host": "127.0.0.1:8123"}) == (
         401,
         "missing or wrong credential (Authorization: Bearer <token>)",
     )
-    assert guard.refusal(headers(Authorization="Bearer wrong"))[0] == 401  # type: ignore[index]
-    assert guard.refusal(headers(Authorization=TOKEN))[0] == 401  # type: ignore[index]  # no scheme
-    assert guard.refusal(headers(Authorization=f"Basic {TOKEN}"))[0] == 401  # type: ignore[index]
-    assert guard.refusal(headers(Origin="http://evil.example"))[0] == 403  # type: ignore[index]
-    assert guard.refusal(headers(Origin="http://127.0.0.1:9999"))[0] == 403  # type: ignore[index]  # other port
-    assert guard.refusal(headers(**{"Sec-Fetch-Site": "cross-site"}))[0] == 403  # type: ignore[index]
-    assert guard.refusal(headers(Host="rebound.evil.example:8123"))[0] == 403  # type: ignore[index]  # DNS rebinding
+    assert refusal(guard, headers(Authorization="Bearer wrong"))[0] == 401  # type: ignore[index]
+    assert refusal(guard, headers(Authorization=TOKEN))[0] == 401  # type: ignore[index]  # no scheme
+    assert refusal(guard, headers(Authorization=f"Basic {TOKEN}"))[0] == 401  # type: ignore[index]
+    assert refusal(guard, headers(Origin="http://evil.example"))[0] == 403  # type: ignore[index]
+    assert refusal(guard, headers(Origin="http://127.0.0.1:9999"))[0] == 403  # type: ignore[index]  # other port
+    assert refusal(guard, headers(**{"Sec-Fetch-Site": "cross-site"}))[0] == 403  # type: ignore[index]
+    assert refusal(guard, headers(Host="rebound.evil.example:8123"))[0] == 403  # type: ignore[index]  # DNS rebinding
 
 
 def test_a_non_loopback_endpoint_does_not_pin_the_host_header() -> None:
     guard = RequestGuard(TOKEN, "0.0.0.0", 6066)  # in a container, reached as worker:6066
-    assert guard.refusal(headers(Host="worker:6066")) is None
-    assert guard.refusal({"Host": "worker:6066"})[0] == 401  # type: ignore[index]
+    assert refusal(guard, headers(Host="worker:6066")) is None
+    assert refusal(guard, {"Host": "worker:6066"})[0] == 401  # type: ignore[index]
 
 
 def test_the_token_file_is_private_from_the_start(tmp_path: Path) -> None:

@@ -43,6 +43,20 @@ async function load() {
   }
 }
 
-$("form").addEventListener("change", load);
+// The address bar holds the view (?brand=&since=&by=), so a trend can be linked to.
+const initial = new URLSearchParams(location.search);
+for (const name of ["since", "by"]) {
+  if (initial.get(name)) $("form").elements[name].value = initial.get(name);
+}
+if (initial.get("brand")) {
+  const option = cell("option", initial.get("brand"));
+  option.value = initial.get("brand");
+  $("brand").append(option);
+  $("brand").value = initial.get("brand");
+}
+$("form").addEventListener("change", () => {
+  history.replaceState(null, "", `/trends?${new URLSearchParams(new FormData($("form")))}`);
+  load();
+});
 load();
 setInterval(load, 60000);
