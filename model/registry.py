@@ -26,6 +26,21 @@ CURRENT_FILE = "current"
 METRICS_FILE = "metrics.json"
 
 
+def version_order(name: str) -> tuple[bool, int, str]:
+    """A sort key that makes the newest model version the largest: ``max(names, key=version_order)``.
+
+    Registry names (``v0001``, ``v0002``, ... ``v10000``) compare by their number, not as strings
+    (``"v10000" < "v9999"``); any other name (a checkpoint served straight from a directory) ranks
+    below every registry name and among its kind by the string. The trends count a tweet scored by two
+    versions once, by this order, and ClickHouse must agree: ``deploy/clickhouse/005_newest_version.sql``
+    spells the same key in SQL, so the number is read as ASCII digits and must fit in 64 bits (past
+    that, ClickHouse's ``toUInt64OrZero`` reads 0, and so does this).
+    """
+    match = re.fullmatch(r"v([0-9]{4,})", name)
+    number = int(match.group(1)) if match else 0
+    return (match is not None, number if number < 2**64 else 0, name)
+
+
 class RegistryError(RuntimeError):
     """The registry is missing, empty or points at a version that is not there."""
 

@@ -17,6 +17,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DatabaseError
 from pydantic import BaseModel
 
+from model.registry import version_order
 from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, ReviewLabel
 
 DDL_DIR = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse"
@@ -34,6 +35,18 @@ SCORE_COLUMNS = (
 REVIEW_COLUMNS = (*SCORE_COLUMNS[:3], "text", *SCORE_COLUMNS[4:], "reason", "queued_at")
 LABEL_COLUMNS = ("tweet_id", "label", "reviewer", "labelled_at", "model_version", "confidence", "retracted")
 DEAD_LETTER_COLUMNS = ("topic", "partition", "offset", "key", "value", "error", "failed_at")
+SUPERSEDED_COLUMNS = (
+    "tweet_id",
+    "model_version",
+    "superseded_by",
+    "brand",
+    "created_at",
+    "label",
+    *LABELS,
+    "superseded_at",
+)
+# What the rollup must take back for a superseded row: its own columns, from emotion_scores.
+SUPERSEDED_ROW = ("tweet_id", "model_version", "brand", "created_at", "label", *LABELS)
 UNKNOWN_TABLE = 60  # ClickHouse's error code for a table that does not exist
 log = logging.getLogger("emostream.sink")
 
@@ -102,15 +115,16 @@ class ClickHouseSink:
 
         Scores already in ``emotion_scores`` (a batch re-delivered after a crash) are left out: the
         materialized views that keep the trends see each inserted row once, so a repeat would count
-        twice there even though the ReplacingMergeTree collapses it. Tweets are keyed by id, so one
-        worker owns a tweet's partition at a time and the look-up cannot race another writer.
+        twice there even though the ReplacingMergeTree collapses it. Then every row that is no longer
+        its tweet's newest version goes to ``emotion_superseded``, whose view takes it back out of the
+        trends, so a tweet scored by two versions counts once (see :meth:`_write_scores`).
+        Tweets are keyed by id, so one worker owns a tweet's partition at a time and the look-ups
+        cannot race another writer.
         A missing table is re-created from the DDL, said loudly, and written to: someone dropped it
         (the DDL only runs at start), waiting would not bring it back, and the rows belong in it.
         """
         if scores:
-            self._with_schema(
-                "emotion_scores", lambda: self._insert("emotion_scores", SCORE_COLUMNS, self._new(scores))
-            )
+            self._with_schema(("emotion_scores", "emotion_superseded"), lambda: self._write_scores(scores))
         if dead_letters:
             self._with_schema("dead_letters", lambda: self._insert("dead_letters", DEAD_LETTER_COLUMNS, dead_letters))
         if reviews:  # not filtered: a crash between the inserts can leave scores written and reviews not
@@ -122,13 +136,68 @@ class ClickHouseSink:
         if labels:
             self._with_schema("review_labels", lambda: self._insert("review_labels", LABEL_COLUMNS, labels))
 
-    def _new(self, scores: Sequence[EmotionScore]) -> list[EmotionScore]:
-        written = self.client.query(
-            "SELECT DISTINCT tweet_id, model_version FROM emotion_scores WHERE tweet_id IN {ids:Array(String)}",
-            parameters={"ids": sorted({score.tweet_id for score in scores})},
-        ).result_rows
-        seen = {(tweet_id, version) for tweet_id, version in written}
-        return [score for score in scores if (score.tweet_id, score.model_version) not in seen]
+    def _write_scores(self, scores: Sequence[EmotionScore]) -> None:
+        """The batch's new (tweet, version) pairs, then the rows they made older, or that were older.
+
+        For each tweet of the batch the rows that must be in ``emotion_superseded`` are decided from
+        the tables (every version but the newest, by :func:`model.registry.version_order`), less those
+        already there. So a lagging worker's older row is taken back at once, a re-delivered batch
+        writes nothing, and a crash between the two inserts is repaired when the batch comes back (its
+        offsets were not committed): its scores are found and the missing superseded rows written.
+        Until then, and for the moment between the two inserts, such a tweet counts twice in the trends.
+        """
+        ids = sorted({score.tweet_id for score in scores})
+        versions: dict[str, set[str]] = {}  # tweet -> the versions emotion_scores holds
+        superseded: set[tuple[str, str]] = set()
+        for tweet_id, version, done in self.client.query(
+            "SELECT tweet_id, model_version, (tweet_id, model_version) IN (SELECT tweet_id, model_version "
+            "FROM emotion_superseded WHERE tweet_id IN {ids:Array(String)}) "
+            "FROM emotion_scores WHERE tweet_id IN {ids:Array(String)}",
+            parameters={"ids": ids},
+        ).result_rows:
+            versions.setdefault(tweet_id, set()).add(version)
+            if done:
+                superseded.add((tweet_id, version))
+        new: dict[tuple[str, str], EmotionScore] = {}  # a tweet twice in one batch is still one row
+        for score in scores:
+            if score.model_version not in versions.get(score.tweet_id, ()):
+                new.setdefault((score.tweet_id, score.model_version), score)
+        self._insert("emotion_scores", SCORE_COLUMNS, list(new.values()))
+        for tweet_id, version in new:
+            versions.setdefault(tweet_id, set()).add(version)
+        older: dict[tuple[str, str], str] = {}  # (tweet, version) to take back -> the tweet's newest version
+        for tweet_id, held in versions.items():
+            newest = max(held, key=version_order)
+            older |= {(tweet_id, v): newest for v in held if v != newest and (tweet_id, v) not in superseded}
+        if older:
+            self._insert("emotion_superseded", SUPERSEDED_COLUMNS, self._superseded_rows(older, new))
+
+    def _superseded_rows(
+        self, older: dict[tuple[str, str], str], new: dict[tuple[str, str], EmotionScore]
+    ) -> list[dict[str, Any]]:
+        """``emotion_superseded`` rows: each older (tweet, version) row's columns and its newest version.
+
+        Rows of this batch come from the batch; rows written before are read back (only when a version
+        changed, so the usual batch pays one look-up, as before), FINAL picking the row the table keeps.
+        """
+        stored: dict[tuple[str, str], dict[str, Any]] = {}
+        earlier = sorted({tweet_id for tweet_id, version in older if (tweet_id, version) not in new})
+        if earlier:
+            result = self.client.query(
+                f"SELECT {', '.join(SUPERSEDED_ROW)} FROM emotion_scores FINAL WHERE tweet_id IN {{ids:Array(String)}}",
+                parameters={"ids": earlier},
+            )
+            for values in result.result_rows:
+                row = dict(zip(SUPERSEDED_ROW, values, strict=True))
+                if row["created_at"].tzinfo is None:  # clickhouse-connect returns UTC as naive datetimes
+                    row["created_at"] = row["created_at"].replace(tzinfo=UTC)
+                stored[(row["tweet_id"], row["model_version"])] = row
+        now = datetime.now(UTC)
+        rows = []
+        for key, newest in older.items():
+            row = new[key].model_dump(include=set(SUPERSEDED_ROW)) if key in new else stored[key]
+            rows.append({**row, "superseded_by": newest, "superseded_at": now})
+        return rows
 
     def _insert(self, table: str, names: Sequence[str], rows: Sequence[BaseModel | dict[str, Any]]) -> None:
         if not rows:
@@ -140,20 +209,25 @@ class ClickHouseSink:
                 column.append(value.astimezone(UTC) if isinstance(value, datetime) else value)
         self.client.insert(table, columns, column_names=list(names), column_oriented=True)
 
-    def _with_schema(self, table: str, write: Callable[[], None]) -> None:
+    def _with_schema(self, tables: str | tuple[str, ...], write: Callable[[], None]) -> None:
         try:
             write()
         except DatabaseError as exc:
             if getattr(exc, "code", None) != UNKNOWN_TABLE and "UNKNOWN_TABLE" not in str(exc):
                 raise
+            names = (tables,) if isinstance(tables, str) else tables
+            gone = [name for name in names if not self._exists(name)] or list(names)
             self.apply_schema()
             log.error(
                 "table %s had disappeared (dropped by someone?): re-created it from %s; "
                 "the rows it held before are gone, new rows go on from this batch",
-                table,
+                ", ".join(gone),
                 DDL_DIR,
             )
             write()
+
+    def _exists(self, table: str) -> bool:
+        return bool(self.client.query("EXISTS TABLE {table:Identifier}", parameters={"table": table}).result_rows[0][0])
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Trusted SQL from emostream's own code (tests, checks). User SQL goes through ``stream.sql``."""

@@ -1,5 +1,8 @@
 """Emotion trends from the rollup (``emotion_trends_minute``): label shares per time bucket, and spikes.
 
+A tweet scored by two model versions counts once, as its newest version scored it (the sink takes the
+older row back out of the rollup; ``deploy/clickhouse/005_newest_version.sql``).
+
 The SQL runs through whatever answers read-only SQL (the running worker's endpoint, or a client of our
 own), so this module only builds statements and reads results; pandas does the arithmetic.
 """
@@ -42,13 +45,19 @@ def sql_string(value: str) -> str:
 
 
 def shares_statement(by: Bucket, since_seconds: int, brand: str | None = None) -> str:
+    """Tweets per bucket and label from the rollup, each tweet once (its newest model version's label).
+
+    The rollup holds rows with ``tweets = -1`` that take back a version a newer one replaced, so only
+    ``sum(tweets)`` means anything, and a label whose tweets all moved to another label sums to 0:
+    ``HAVING`` leaves it out (its share is 0 either way).
+    """
     if by not in BUCKET_FUNCTIONS:
         raise TrendsError(f"--by must be minute, hour or day, not {by!r}")
     brand_filter = f" AND brand = {sql_string(brand)}" if brand else ""
     return (
         f"SELECT {BUCKET_FUNCTIONS[by]}(minute) AS bucket, label, sum(tweets) AS tweets "
         f"FROM emotion_trends_minute WHERE minute >= now() - INTERVAL {since_seconds} SECOND{brand_filter} "
-        "GROUP BY bucket, label ORDER BY bucket, label"
+        "GROUP BY bucket, label HAVING tweets > 0 ORDER BY bucket, label"
     )
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from model.registry import version_order
 from schemas import EmotionScore
 from stream.sink import DDL_DIR, ClickHouseSink, ddl_statements
 
@@ -85,8 +86,74 @@ def test_other_write_errors_are_raised_for_the_retry_loop(tmp_path: Path) -> Non
 def test_ddl_files_parse_into_create_statements() -> None:
     statements = ddl_statements()
     assert statements and all(
-        s.startswith(("CREATE TABLE IF NOT EXISTS", "CREATE MATERIALIZED VIEW IF NOT EXISTS")) for s in statements
+        s.startswith(
+            (
+                "CREATE TABLE IF NOT EXISTS",
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS",
+                "CREATE VIEW IF NOT EXISTS",
+                "ALTER TABLE emotion_trends_minute MODIFY COLUMN tweets Int64",  # idempotent, tested below
+            )
+        )
+        for s in statements
     )
+
+
+def test_an_unsigned_rollup_becomes_signed_once_and_keeps_its_rows(tmp_path: Path) -> None:
+    """Tables made by the first 003_trends.sql count tweets as UInt64; a superseded row needs -1."""
+    sink = ClickHouseSink(f"chdb://{tmp_path / 'ch'}")
+    try:
+        old = next(s for s in ddl_statements() if s.startswith("CREATE TABLE IF NOT EXISTS emotion_trends_minute"))
+        sink.client.command(old.replace("tweets        Int64", "tweets        UInt64"))
+        sink.client.command(
+            "INSERT INTO emotion_trends_minute (brand, minute, model_version, label, tweets, joy) "
+            "VALUES ('acme', '2026-11-01 12:00:00', 'v0001', 'joy', 3, 2.1)"
+        )
+        sink.apply_schema()
+        sink.apply_schema()
+        mutations = "SELECT count() FROM system.mutations WHERE table = 'emotion_trends_minute'"
+        assert sink.query(mutations)[1] == [(1,)]  # the rewrite, once: the second ALTER is a no-op
+        assert sink.query("SELECT toTypeName(tweets), tweets, joy FROM emotion_trends_minute")[1] == [("Int64", 3, 2.1)]
+    finally:
+        sink.close()
+
+
+def test_version_order_puts_the_newest_last_and_clickhouse_agrees(tmp_path: Path) -> None:
+    names = ["dev-model", "v0001", "v0002", "v001", "v9999", "v10000", "v00010", "zz", "v0002x", "V0003"]
+    assert sorted(names, key=version_order) == [
+        "V0003", "dev-model", "v0002x", "v001", "zz", "v0001", "v0002", "v00010", "v9999", "v10000",
+    ]  # fmt: skip
+    assert max(["v0001", f"v{2**64}"], key=version_order) == "v0001"  # past 64 bits, both read 0
+    sink = ClickHouseSink(f"chdb://{tmp_path / 'ch'}")
+    try:
+        sink.apply_schema()
+        names.append(f"v{2**64}")  # past 64 bits: read as 0 on both sides
+        tweets = {f"t{i}": names[i:] + names[: i % 3] for i in range(len(names))}  # overlapping subsets
+        sink.write([row for tweet_id, held in tweets.items() for row in one_tweet(tweet_id, held)])
+        latest = dict(sink.query("SELECT tweet_id, model_version FROM emotion_scores_latest")[1])
+        assert latest == {tweet_id: max(held, key=version_order) for tweet_id, held in tweets.items()}
+    finally:
+        sink.close()
+
+
+def one_tweet(tweet_id: str, versions: list[str]) -> list[EmotionScore]:
+    return [row.model_copy(update={"tweet_id": tweet_id, "model_version": v}) for v in versions for row in scores(1)]
+
+
+def test_a_dropped_superseded_table_is_named_and_recreated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sink = ClickHouseSink(f"chdb://{tmp_path / 'ch'}")
+    try:
+        sink.apply_schema()
+        sink.write(scores(4))
+        sink.client.command("DROP TABLE emotion_superseded")
+        with caplog.at_level("ERROR", logger="emostream.sink"):
+            sink.write(scores(2, version="v0002"))
+        assert "table emotion_superseded had disappeared" in caplog.text
+        assert sink.query("SELECT tweet_id, model_version, superseded_by FROM emotion_superseded ORDER BY ALL")[1] == [
+            ("t0", "v0001", "v0002"),
+            ("t1", "v0001", "v0002"),
+        ]
+    finally:
+        sink.close()
 
 
 def test_the_production_reader_user_parses_and_may_only_select(tmp_path: Path) -> None:

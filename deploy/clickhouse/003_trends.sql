@@ -3,17 +3,17 @@
 -- Dedup-safe: a materialized view sees every inserted row, so the worker inserts into emotion_scores
 -- only the (tweet_id, model_version) pairs that are not there yet; a re-delivered batch adds nothing.
 -- Hours and days are sums of minutes: GROUP BY toStartOfHour(minute).
--- Rows written before this view existed are not in it; backfill once with
---   INSERT INTO emotion_trends_minute SELECT brand, toStartOfMinute(created_at), model_version, label,
---     count(), sum(sadness), sum(joy), sum(love), sum(anger), sum(fear), sum(surprise)
---   FROM emotion_scores FINAL GROUP BY ALL
+-- A tweet scored by two model versions counts once, its newest version's row: 005_newest_version.sql
+-- takes the older rows back out (rows with tweets = -1, hence the signed count). So always read it
+-- with sum(tweets), never tweets alone, and drop groups that sum to 0 (HAVING sum(tweets) > 0).
+-- Rows written before this view existed are not in it: backfill with the rebuild in 005_newest_version.sql.
 CREATE TABLE IF NOT EXISTS emotion_trends_minute
 (
     brand         LowCardinality(String),
     minute        DateTime('UTC'),
     model_version LowCardinality(String),
     label         LowCardinality(String),
-    tweets        UInt64,
+    tweets        Int64,                    -- signed: a superseded version's row counts -1 (see 005)
     sadness       Float64,
     joy           Float64,
     love          Float64,

@@ -12,7 +12,8 @@
 -- - the grants name emostream's tables only: no other database, no FILE/URL/REMOTE sources, no
 --   KILL QUERY, no SYSTEM, no access management;
 -- - the quota caps what one user can spend per minute, so a runaway dashboard cannot starve the workers.
--- When a release adds tables, add a GRANT SELECT line for each.
+-- When a release adds tables, add a GRANT SELECT line for each. Views too: emotion_scores_latest is
+-- a plain view, run with the reader's own rights, so it needs SELECT on it and on emotion_scores.
 
 CREATE SETTINGS PROFILE IF NOT EXISTS emostream_reader_profile SETTINGS
     readonly = 1,
@@ -34,5 +35,7 @@ CREATE QUOTA IF NOT EXISTS emostream_reader_quota
 GRANT SELECT ON emostream.emotion_scores TO emostream_reader;
 GRANT SELECT ON emostream.dead_letters TO emostream_reader;
 GRANT SELECT ON emostream.emotion_trends_minute TO emostream_reader;
+GRANT SELECT ON emostream.emotion_superseded TO emostream_reader;
+GRANT SELECT ON emostream.emotion_scores_latest TO emostream_reader;
 GRANT SELECT ON emostream.review_queue TO emostream_reader;
 GRANT SELECT ON emostream.review_labels TO emostream_reader;
