@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(
         10.0, gt=0, description="seconds a stop signal waits for the worker to stop cleanly before it exits anyway"
     )
+    model_poll_interval: float = Field(
+        5.0,
+        ge=0,
+        description="seconds between the worker's checks of the registry's current pointer; a promoted version "
+        "is loaded beside the serving one and scores from the next batch on. 0: never reload",
+    )
     # the review page (served by `up` beside the worker, or alone by `emostream review`)
     review_token: SecretStr | None = Field(
         None,
@@ -118,6 +124,40 @@ class Settings(BaseSettings):
         120.0, gt=0, description="seconds an item shown to one reviewer is kept from the others"
     )
     session_hours: float = Field(12.0, gt=0, description="hours a review page session (its cookie) lasts")
+    # which tweets reach review (the review policy), per worker
+    review_sample: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="share of confident tweets sent to review too, chosen by a hash of the tweet id, so that "
+        "confident errors reach people (a re-delivered tweet gets the same decision)",
+    )
+    review_budget: int = Field(1000, ge=0, description="most tweets one worker sends to review per hour (0: no limit)")
+    # retraining from the review queue (`emostream retrain`)
+    retrain_holdout: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="share of reviewed tweets held out from every retrain (fixed by a hash of the tweet id) "
+        "to compare champion and challenger",
+    )
+    retrain_margin: float = Field(
+        0.02, ge=0, description="accuracy the challenger must gain on the reviewed hold-out to be promoted"
+    )
+    retrain_tolerance: float = Field(
+        0.005, ge=0, description="accuracy the challenger may lose on the base test split and still be promoted"
+    )
+    retrain_min_labels: int = Field(
+        200, gt=0, description="new labels that start a round of `emostream retrain --watch`"
+    )
+    retrain_epochs: float = Field(2.0, gt=0, description="epochs of a retraining round")
+    retrain_learning_rate: float = Field(5e-5, gt=0, description="peak learning rate of a retraining round")
+    retrain_replay: int = Field(
+        4000, ge=0, description="base training examples mixed into a round, so the model keeps what it knew"
+    )
+    retrain_review_weight: int = Field(
+        2, gt=0, description="times each reviewed tweet is repeated in a round's training data"
+    )
     # user SQL (`emostream sql` and the web endpoint): read-only by ClickHouse's own rules, bounded
     clickhouse_query_dsn: str | None = Field(
         None, description="ClickHouse DSN for user SQL, a read-only user in production; unset: the worker's DSN"

@@ -23,6 +23,7 @@ from faust.types import EventT, Message
 from schemas import DeadLetter, EmotionScore, ReviewItem
 from schemas.settings import Settings
 from stream.codecs import register_codecs
+from stream.model_swap import ModelWatcher
 from stream.scoring import BatchScorer, RawRecord
 from stream.shutdown import Shutdown, StopRequested
 from stream.sink import ClickHouseSink
@@ -128,6 +129,13 @@ def create_app(settings: Settings, bootstrap: str, parts: WorkerParts, web_port:
             except asyncio.CancelledError:
                 withhold_acks(events)
                 raise
+
+    if settings.model_poll_interval > 0:  # hot swap: serve a promoted model version from the next batch on
+        watcher = ModelWatcher(settings, parts.scorer)
+
+        @app.task
+        async def follow_model_registry() -> None:
+            await watcher.run(settings.model_poll_interval)
 
     app.review_topic, app.dead_letter_topic = review, dead_letters  # type: ignore[attr-defined]
     return app

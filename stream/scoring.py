@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 import numpy as np
 from pydantic import ValidationError
 
-from model.runtime import EmotionModel
+from model.runtime import ScoringRuntime
 from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet, describe_errors
+from stream.review_policy import ReviewPolicy
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,20 @@ def parse_tweet(record: RawRecord) -> Tweet | DeadLetter:
 class BatchScorer:
     """Scores a batch with the model and routes the unsure tweets to review."""
 
-    def __init__(self, model: EmotionModel, review_threshold: float) -> None:
+    def __init__(self, model: ScoringRuntime, policy: ReviewPolicy | float) -> None:
         self.model = model
-        self.review_threshold = review_threshold
+        self.policy = policy if isinstance(policy, ReviewPolicy) else ReviewPolicy(threshold=policy)
+
+    def swap(self, model: ScoringRuntime) -> None:
+        """Serve ``model`` from the next batch on; a batch being scored finishes with the one it started with.
+
+        One reference assignment, atomic under the GIL: safe from the event loop while the scoring thread
+        is in :meth:`score`.
+        """
+        self.model = model
 
     def score(self, records: Sequence[RawRecord]) -> BatchResult:
+        model = self.model  # read once: the whole batch is scored by one version, even if swap() runs meanwhile
         result = BatchResult()
         for record in records:
             parsed = parse_tweet(record)
@@ -85,13 +95,12 @@ class BatchScorer:
                 result.dead_letters.append(parsed)
         if not result.tweets:
             return result
-        probabilities = self.model.predict_proba([t.text for t in result.tweets])
+        probabilities = model.predict_proba([t.text for t in result.tweets])
         scored_at = datetime.now(UTC)
         for tweet, row in zip(result.tweets, probabilities, strict=True):
-            score = make_score(tweet, row, self.model.version, scored_at)
+            score = make_score(tweet, row, model.version, scored_at)
             result.scores.append(score)
-            if score.confidence < self.review_threshold:
-                reason = f"confidence {score.confidence:.2f} < {self.review_threshold:.2f}"
+            if (reason := self.policy.reason(score)) is not None:
                 result.reviews.append(ReviewItem(tweet=tweet, score=score, reason=reason))
         return result
 

@@ -17,7 +17,7 @@ from stream.auth import RequestGuard
 from stream.sql import ReadOnlySql, SqlError
 
 if TYPE_CHECKING:
-    from model.runtime import EmotionModel
+    from stream.scoring import BatchScorer
 
 SQL_CONTENT_TYPE = "application/json"
 
@@ -27,7 +27,7 @@ def add_web_views(
     guard: RequestGuard,
     sql: ReadOnlySql,
     timeout: float,
-    model: EmotionModel,
+    scorer: BatchScorer,
     mount: Callable[[Any], None] | None = None,
 ) -> ThreadPoolExecutor:
     """Register the routes and the guard; returns the SQL thread, for the caller to shut down.
@@ -45,6 +45,7 @@ def add_web_views(
 
     @app.page("/healthz")
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        model = scorer.model  # the version serving now: a hot swap replaces it
         return web.json({"status": "ok", "model_version": model.version, "runtime": model.runtime_name})
 
     @app.page("/sql")

@@ -20,6 +20,7 @@ from schemas.settings import Settings
 from stream.app import WorkerParts, create_app
 from stream.auth import ADMIN, REVIEW, guard_for, new_token, token_file, write_token
 from stream.broker import free_port
+from stream.review_policy import ReviewPolicy
 from stream.scoring import BatchScorer
 from stream.shutdown import Shutdown
 from stream.sink import ClickHouseSink, chdb_path
@@ -52,7 +53,7 @@ def build_parts(settings: Settings, shutdown: Shutdown) -> WorkerParts:
         "model %s on %s (%s), batches of up to %d", version.name, model.device, model.runtime_name, settings.max_batch
     )
     return WorkerParts(
-        BatchScorer(model, settings.review_threshold),
+        BatchScorer(model, ReviewPolicy(settings.review_threshold, settings.review_sample, settings.review_budget)),
         sink,
         ThreadPoolExecutor(1, thread_name_prefix="emostream-blocking"),
         settings.max_batch,
@@ -91,7 +92,8 @@ def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = N
     created = asyncio.run(
         ensure_topics(
             bootstrap,
-            [settings.topic_tweets, settings.topic_review, settings.topic_dlq, settings.topic_labels],
+            [settings.topic_tweets, settings.topic_review, settings.topic_dlq]
+            + ([settings.topic_labels] if review else []),
             settings.partitions,
         )
     )
@@ -109,7 +111,7 @@ def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = N
 
         service = ReviewService(settings, bootstrap)
         mount = functools.partial(mount_review, service=service, guard=guard)
-    sql_thread = add_web_views(app, guard, sql, settings.sql_timeout + 5, parts.scorer.model, mount)
+    sql_thread = add_web_views(app, guard, sql, settings.sql_timeout + 5, parts.scorer, mount)
     data_dir = chdb_path(parts.sink.dsn)
     endpoint: Path | None = endpoint_file(data_dir) if data_dir else None
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from schemas.settings import Settings
 from stream.app import WorkerParts, create_app
+from stream.review_policy import ReviewPolicy
 from stream.scoring import BatchScorer
 
 SURE = [0.9, 0.02, 0.02, 0.02, 0.02, 0.02]
@@ -53,7 +54,7 @@ def recording_send(sent: list) -> Any:
 
 
 async def run_agent(values: list[bytes], sink: FlakySink, tmp_path: Any) -> tuple[list, list]:
-    parts = WorkerParts(BatchScorer(FixedModel(), review_threshold=0.6), sink, ThreadPoolExecutor(1), max_batch=4)  # type: ignore[arg-type]
+    parts = WorkerParts(BatchScorer(FixedModel(), ReviewPolicy(0.6)), sink, ThreadPoolExecutor(1), max_batch=4)  # type: ignore[arg-type]
     app = create_app(Settings(home=tmp_path, max_wait=0.05), "localhost:9", parts, web_port=6066)
     reviews: list = []
     letters: list = []

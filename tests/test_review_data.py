@@ -81,3 +81,32 @@ def test_a_label_must_be_one_of_the_six_or_none() -> None:
     assert (
         ReviewLabel(tweet_id="1", label=NO_EMOTION, reviewer="ana", model_version="v1", confidence=0.5).label == "none"
     )
+
+
+def test_sampled_confident_tweets_are_interleaved_not_sorted_last(tmp_path: Path) -> None:
+    """80 unsure items by margin, 20 sampled confident ones (margin ~0.9): a window of 10 holds ~2 of
+    the sample, and the unsure ones in it still come lowest margin first."""
+    from stream.review.queue import ReviewQueue
+
+    dsn = Settings(home=tmp_path / "home").resolved_clickhouse_dsn()
+    items = review_items(100)
+    for i, item in enumerate(items):
+        sampled = i % 5 == 0
+        item.score.margin = 0.9 if sampled else i / 200
+        item.reason = "sample: 5% of confident tweets (confidence 0.95)" if sampled else "confidence 0.41 < 0.60"
+    sink = ClickHouseSink(dsn)
+    sink.apply_schema()
+    sink.write([item.score for item in items], reviews=items)
+    sink.close()
+    queue = ReviewQueue(dsn)
+    try:
+        first = queue.pending(10)
+        whole = queue.pending(100)
+    finally:
+        queue.close()
+    sampled = [item for item in first if item.reason.startswith("sample:")]
+    assert 1 <= len(sampled) <= 3
+    unsure = [item.margin for item in first if not item.reason.startswith("sample:")]
+    assert unsure == sorted(unsure) and unsure[0] == pytest.approx(1 / 200)  # the lowest unsure margin
+    positions = [n for n, item in enumerate(whole) if item.reason.startswith("sample:")]
+    assert len(positions) == 20 and positions[0] < 10 and positions[-1] > 90  # spread over the whole queue

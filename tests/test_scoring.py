@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from schemas import LABELS, DeadLetter, Tweet
+from stream.review_policy import ReviewPolicy
 from stream.scoring import BatchScorer, RawRecord, parse_tweet
 
 MALFORMED = [
@@ -56,7 +57,7 @@ class FixedModel:
 
 def test_batch_scores_routes_unsure_tweets_and_dead_letters() -> None:
     sure, unsure = [0.9, 0.02, 0.02, 0.02, 0.02, 0.02], [0.1, 0.45, 0.35, 0.05, 0.03, 0.02]
-    scorer = BatchScorer(FixedModel({"sure": sure, "unsure": unsure}), review_threshold=0.6)  # type: ignore[arg-type]
+    scorer = BatchScorer(FixedModel({"sure": sure, "unsure": unsure}), ReviewPolicy(0.6))  # type: ignore[arg-type]
     result = scorer.score(
         [
             record(b'{"id": "1", "text": "sure", "brand": "acme"}', 0),

@@ -24,13 +24,14 @@ CURRENT_LABELS = (
     "FROM review_labels GROUP BY tweet_id"
 )
 # The training file: the current label of each labelled tweet, "none" (no emotion fits) left out.
-TRAINING_LABELS = f"""
-SELECT q.text AS text, l.label AS label
+TRAINING_LABELS_WITH_IDS = f"""
+SELECT tweet_id, q.text AS text, l.label AS label
 FROM ({CURRENT_LABELS}) AS l
 INNER JOIN (SELECT tweet_id, argMax(text, queued_at) AS text FROM review_queue GROUP BY tweet_id) AS q USING tweet_id
 WHERE NOT l.retracted AND l.label != 'none'
 ORDER BY tweet_id
 """
+TRAINING_LABELS = f"SELECT text, label FROM ({TRAINING_LABELS_WITH_IDS})"
 ITEM_COLUMNS = (
     "tweet_id",
     "brand",
@@ -43,14 +44,24 @@ ITEM_COLUMNS = (
     *LABELS,
     "reason",
 )
+# The queue's order: the most uncertain first (lowest margin), with the random sample of confident
+# tweets (reason "sample: ...", see stream.review_policy) interleaved in proportion to its share, in
+# a fixed pseudo-random order: sorted last by margin, a sampled tweet would never come up in a long
+# queue, and the confident errors it exists to catch would never reach anyone.
 PENDING = f"""
 SELECT {", ".join(ITEM_COLUMNS)}
-FROM review_queue FINAL
-WHERE tweet_id NOT IN ({LABELLED})
-  AND tweet_id NOT IN {{exclude:Array(String)}}
-  AND ({{brand:String}} = '' OR brand = {{brand:String}})
-  AND ({{label:String}} = '' OR label = {{label:String}})
-ORDER BY has({{mine:Array(String)}}, tweet_id) DESC, margin, queued_at, tweet_id
+FROM (
+    SELECT *, startsWith(reason, 'sample:') AS sampled,
+           row_number() OVER (PARTITION BY sampled ORDER BY
+               if(sampled, cityHash64(tweet_id) / 18446744073709551616.0, toFloat64(margin)), queued_at, tweet_id)
+           / count() OVER (PARTITION BY sampled) AS position
+    FROM review_queue FINAL
+    WHERE tweet_id NOT IN ({LABELLED})
+      AND tweet_id NOT IN {{exclude:Array(String)}}
+      AND ({{brand:String}} = '' OR brand = {{brand:String}})
+      AND ({{label:String}} = '' OR label = {{label:String}})
+)
+ORDER BY has({{mine:Array(String)}}, tweet_id) DESC, position, margin, tweet_id
 LIMIT {{limit:UInt32}}
 """
 PENDING_COUNT = f"SELECT count() FROM review_queue FINAL WHERE tweet_id NOT IN ({LABELLED})"
