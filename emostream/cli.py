@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from emostream import streaming_commands, training_commands  # noqa: F401  (they register the commands)
+from emostream import loop_commands, streaming_commands, training_commands  # noqa: F401  (they register the commands)
 from emostream.cli_common import UsageError, app
 from emostream.console import err
 
@@ -21,6 +21,8 @@ USER_ERRORS = {  # module: (exception, what to put before its message)
     "stream.sql": ("SqlError", "ClickHouse: "),
     "stream.sink": ("SchemaError", ""),
     "stream.trends": ("TrendsError", ""),
+    "trainer.retrain": ("RetrainError", ""),
+    "stream.review.simulate": ("SimulationError", ""),
 }
 
 

@@ -42,19 +42,26 @@ def settings_from(params: dict[str, Any]) -> Settings:
     return load_settings(**{name: value for name, value in params.items() if name in Settings.model_fields})
 
 
-def settings_command(fields: Sequence[str]) -> Callable[[Callable[[Settings], None]], Callable[..., None]]:
+def settings_command(
+    fields: Sequence[str], group: bool = False
+) -> Callable[[Callable[[Settings], None]], Callable[..., None]]:
     """Make ``fn(settings)`` a command with one ``--flag`` per listed Settings field.
 
     Commands that only configure (``worker``, ``up``) then share one list of fields instead of repeating
-    long parameter lists; Typer reads the built signature like any other.
+    long parameter lists; Typer reads the built signature like any other. ``group``: ``fn`` is the
+    callback of a command group (``review``), run only when no subcommand is given.
     """
 
     def wrap(fn: Callable[[Settings], None]) -> Callable[..., None]:
         @functools.wraps(fn)
-        def command(**flags: Any) -> None:
+        def command(ctx: typer.Context | None = None, **flags: Any) -> None:
+            if ctx is not None and ctx.invoked_subcommand is not None:
+                return
             fn(load_settings(**flags))
 
-        parameters = []
+        parameters = (
+            [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)] if group else []
+        )
         for name in fields:
             annotation = Settings.model_fields[name].annotation
             if get_origin(annotation) is Literal or annotation in (SecretStr, SecretStr | None):
@@ -83,6 +90,8 @@ Device = Annotated[str | None, setting("device")]
 Seed = Annotated[int | None, setting("seed")]
 MaxLength = Annotated[int | None, setting("max_length")]
 InferenceBatch = Annotated[int | None, setting("inference_batch_size")]
+Dsn = Annotated[str | None, setting("clickhouse_dsn")]
+Home = Annotated[Path | None, setting("home")]
 ModelOption = Annotated[
     str | None,
     typer.Option("--model", help="model directory or registry version (e.g. v0002); default: the registry's current"),

@@ -28,6 +28,10 @@ from stream.endpoint import Endpoint
 REVIEW_URL = re.compile(r"review page: (http://\S+)")
 DEMO_TWEETS = 2000
 DEMO_BRANDS = ("acme", "globex", "initech", "umbrella")
+DEMO_LABELS = 20  # review items the demo's simulated reviewers answer
+# measured with benchmarks/review_loop.py on the 2-core machine (README, "The review loop, measured")
+RETRAIN_TIME = "about RETRAIN_MIN min"
+BENCHMARK_TIME = "about BENCH_MIN min"
 MALFORMED = (b"not json at all", b'{"id": "demo-bad-1"}', b'{"id": "demo-bad-2", "text": "   "}')
 
 
@@ -49,7 +53,8 @@ def run_demo(settings: Settings, train: Callable[[], None], keep_open: bool = Fa
             "15 without (the progress bar shows the live estimate); on a GPU, about one."
         )
         train()
-    texts = load_emotion(settings.data)["test"]["text"][:DEMO_TWEETS]
+    test_split = load_emotion(settings.data)["test"]
+    texts, gold = test_split["text"][:DEMO_TWEETS], test_split["label"][:DEMO_TWEETS]
 
     env = {**os.environ, "EMOSTREAM_REGISTRY": str(settings.registry), "EMOSTREAM_HOME": str(settings.home)}
     env.pop("EMOSTREAM_KAFKA_BOOTSTRAP", None)
@@ -82,7 +87,9 @@ def run_demo(settings: Settings, train: Callable[[], None], keep_open: bool = Fa
                 time.sleep(0.5)
         seconds = time.monotonic() - started
         _print_results(endpoint, where, settings, report.sent, seconds, bootstrap)
+        _simulate_reviewers(endpoint, settings.home, [f"{run_id}-test-{i:05d}" for i in range(len(gold))], gold)
         _print_review(endpoint, log_path, keep_open)
+        _print_next_steps()
         if keep_open:
             try:
                 stack.wait()
@@ -162,12 +169,32 @@ def _print_results(
         dead = asyncio.run(_topic_size(bootstrap, settings.topic_dlq))
     out.print(
         f"{sent:,} tweets in, {sum(int(r[1]) for r in result.rows):,} rows in emotion_scores; "
-        f"{review:,} sent to review ({settings.topic_review}, confidence < {settings.review_threshold}); "
+        f"{review:,} sent to review ({settings.topic_review}: confidence < {settings.review_threshold}, and "
+        f"{settings.review_sample:.0%} of the rest); "
         f"{dead:,} malformed records in {settings.topic_dlq}"
     )
     out.print(
         f'query the scores yourself: emostream sql "SELECT label, count() FROM emotion_scores FINAL '
         f'WHERE {where} GROUP BY label"'
+    )
+
+
+def _simulate_reviewers(endpoint: Endpoint, home: Path, tweet_ids: list[str], gold: list[int]) -> None:
+    """The loop in short: simulated reviewers answer a few review items with the test split's gold labels,
+    through the review API a person's page uses, so the labels land where people's do."""
+    import csv
+
+    from stream.review.simulate import Answers, ReviewClient, simulate
+
+    answers = home / "demo-answers.csv"
+    with answers.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["tweet_id", "label"])
+        writer.writerows([tweet_id, LABELS[label]] for tweet_id, label in zip(tweet_ids, gold, strict=True))
+    report = simulate(ReviewClient(endpoint.url, endpoint.token, "demo-simulated"), Answers.read(answers), DEMO_LABELS)
+    out.print(
+        f"simulated reviewers labelled {report.labelled} review items with the test split's gold labels "
+        f"(`emostream review simulate --answers {answers} --budget {DEMO_LABELS}` does the same)"
     )
 
 
@@ -185,6 +212,30 @@ def _print_review(endpoint: Endpoint, log_path: Path, keep_open: bool) -> None:
             f"{pending:,} tweets wait in the review queue. The stack stops now; to label them, run "
             "`emostream up` and open the review page URL it prints (or `emostream demo --keep-open`)"
         )
+
+
+def _print_next_steps() -> None:
+    """The rest of the loop, which takes minutes rather than seconds: what to run, and how long it takes."""
+    out.print(
+        table(
+            "The rest of the review loop (times on a 2-core CPU)",
+            ["run", "what it does", "takes"],
+            [
+                ["emostream up", "broker, worker and the review page (open the URL it prints)", "stays up"],
+                [
+                    "emostream retrain",
+                    "a challenger from the reviewers' labels, promoted if it beats the current model",
+                    RETRAIN_TIME,
+                ],
+                [
+                    "python benchmarks/review_loop.py --out loop.json",
+                    "the whole loop on real tweets (wassa2017): 1,000 labels, retrain, hot swap, before/after",
+                    BENCHMARK_TIME,
+                ],
+            ],
+            raw=True,
+        )
+    )
 
 
 def _stop(stack: subprocess.Popen, timeout: float = 60.0) -> None:

@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from emostream.cli_common import Data, Registry, UsageError, app, setting, settings_command, settings_from
+from emostream.cli_common import (
+    Data,
+    Dsn,
+    Home,
+    Registry,
+    UsageError,
+    app,
+    setting,
+    settings_command,
+    settings_from,
+)
 from emostream.console import err, out, table
 from schemas import LABELS
 from schemas.settings import Settings, load_settings
@@ -22,8 +32,6 @@ if TYPE_CHECKING:
     from stream.sql import SqlResult
 
 Bootstrap = Annotated[str | None, setting("kafka_bootstrap")]
-Dsn = Annotated[str | None, setting("clickhouse_dsn")]
-Home = Annotated[Path | None, setting("home")]
 
 
 def configure_logging() -> None:
@@ -68,6 +76,8 @@ SERVING_FIELDS = (
     "max_batch",
     "max_wait",
     "review_threshold",
+    "review_sample",
+    "review_budget",
     "topic_tweets",
     "topic_review",
     "topic_dlq",
@@ -79,12 +89,8 @@ SERVING_FIELDS = (
     "web_host",
     "web_port",
     "web_token",
-    "review_token",
-    "reviewer",
-    "review_lease",
-    "session_hours",
-    "topic_labels",
     "shutdown_timeout",
+    "model_poll_interval",
     "clickhouse_query_dsn",
     "sql_timeout",
     "sql_max_rows",
@@ -103,8 +109,11 @@ def worker(settings: Settings) -> None:
     raise typer.Exit(run_worker(settings, resolve_bootstrap(settings.kafka_bootstrap, settings.home)))
 
 
+PAGE_FIELDS = ("review_token", "reviewer", "review_lease", "session_hours", "topic_labels")
+
+
 @app.command()
-@settings_command(SERVING_FIELDS)
+@settings_command((*SERVING_FIELDS, *PAGE_FIELDS))
 def up(settings: Settings) -> None:
     """The embedded stack: broker (unless a bootstrap is configured), worker and web endpoint. Ctrl-C stops all."""
     from stream.broker import EmbeddedBroker
@@ -135,28 +144,29 @@ REVIEW_FIELDS = (
     "clickhouse_dsn",
     "clickhouse_query_dsn",
     "home",
-    "topic_labels",
     "partitions",
     "web_host",
     "web_port",
     "web_token",
-    "review_token",
-    "reviewer",
-    "review_lease",
-    "session_hours",
+    *PAGE_FIELDS,
     "sql_timeout",
     "sql_max_rows",
     "sql_max_bytes",
 )
 
 
-@app.command()
-@settings_command(REVIEW_FIELDS)
+review_app = typer.Typer(add_completion=False)
+app.add_typer(review_app, name="review")
+
+
+@review_app.callback(invoke_without_command=True)
+@settings_command(REVIEW_FIELDS, group=True)
 def review(settings: Settings) -> None:
     """Serve the review and trends pages alone, against a running Kafka and ClickHouse (one per queue).
 
     `emostream up` serves them already, beside its worker; this is for deployments where workers run
     elsewhere. Prints the page's URL (with a generated token unless EMOSTREAM_REVIEW_TOKEN is set).
+    `emostream review simulate` answers the queue from a file of gold labels instead of people.
     """
     from stream.endpoint import Endpoint
     from stream.review.server import serve_review
@@ -378,16 +388,19 @@ def labels(
     clickhouse_dsn: Dsn = None,
     clickhouse_query_dsn: Annotated[str | None, setting("clickhouse_query_dsn")] = None,
     home: Home = None,
+    with_ids: Annotated[
+        bool, typer.Option("--with-ids", help="add a tweet_id column first (the snapshot `retrain` reads)")
+    ] = False,
 ) -> None:
     """Export the reviewers' labels as a `text,label` CSV that `emostream train --data` reads.
 
     The latest label of each tweet counts (re-labelling keeps history, an undo withdraws it); `none`
     ("no emotion fits") is left out.
     """
-    from stream.review.queue import TRAINING_LABELS
+    from stream.review.queue import TRAINING_LABELS, TRAINING_LABELS_WITH_IDS
 
     settings = load_settings(clickhouse_dsn=clickhouse_dsn, clickhouse_query_dsn=clickhouse_query_dsn, home=home)
-    result = run_sql(settings, TRAINING_LABELS)
+    result = run_sql(settings, TRAINING_LABELS_WITH_IDS if with_ids else TRAINING_LABELS)
     if out_file is None:
         print_result(result, "csv")
         return

@@ -172,22 +172,30 @@ def models(registry: Registry = None) -> None:
     rows = []
     for v in versions:
         m, meta = v.metrics(), _read_json(v.path / "training.json")
+        lineage = _read_json(v.path / "retrain.json")
         val, test = m.get("validation", {}), m.get("test", {})
+        if lineage:
+            decision = lineage["decision"]
+            reviewed = f"{lineage['labels']['trained_on']:,} reviewed: "
+            verdict = reviewed + ("promoted" if decision["promoted"] else "rejected") + f" ({decision['reason']})"
+        else:
+            verdict = ""
         rows.append(
             [
                 ("* " if current and current.name == v.name else "  ") + v.name,
                 meta.get("created_at", ""),
-                Path(str(meta.get("base_model", ""))).name,
+                lineage.get("parent") or Path(str(meta.get("base_model", ""))).name,
                 val.get("accuracy"),
                 val.get("f1_weighted"),
                 test.get("accuracy"),
                 test.get("f1_weighted"),
+                verdict,
             ]
         )
     out.print(
         table(
             f"Model registry {settings.registry}",
-            ["version", "created", "base model", "val acc", "val F1", "test acc", "test F1"],
+            ["version", "created", "parent", "val acc", "val F1", "test acc", "test F1", "retrain"],
             rows,
         )
     )

@@ -151,7 +151,7 @@ class Settings(BaseSettings):
         200, gt=0, description="new labels that start a round of `emostream retrain --watch`"
     )
     retrain_epochs: float = Field(2.0, gt=0, description="epochs of a retraining round")
-    retrain_learning_rate: float = Field(5e-5, gt=0, description="peak learning rate of a retraining round")
+    retrain_learning_rate: float = Field(1e-4, gt=0, description="peak learning rate of a retraining round")
     retrain_replay: int = Field(
         4000, ge=0, description="base training examples mixed into a round, so the model keeps what it knew"
     )

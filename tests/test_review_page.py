@@ -26,7 +26,7 @@ import pytest
 from schemas import LABELS, EmotionScore, ReviewItem, Tweet
 from stream.broker import free_port
 from stream.sink import ClickHouseSink
-from tests.conftest import EMOSTREAM
+from tests.conftest import EMOSTREAM, run_cli
 from tests.test_streaming import read_topic
 
 pytestmark = pytest.mark.integration
@@ -300,9 +300,27 @@ def test_trends_answer_on_the_same_credential(server: Server) -> None:
     assert server.request("GET", "/trends/api")[0] == 401
 
 
+def test_simulated_reviewers_label_through_the_same_api_and_skip_what_they_do_not_know(
+    server: Server, tmp_path: Path
+) -> None:
+    answers = tmp_path / "gold.csv"  # answers for the odd items only, by text
+    answers.write_text("text,label\n" + "".join(f"queued tweet {i},anger\n" for i in range(1, ITEMS, 2)))
+    url = f"http://127.0.0.1:{server.port}"
+    base = ("review", "simulate", "--url", url, "--answers", answers, "--reviewer", "bot")
+    refused = run_cli(*base, env={"EMOSTREAM_REVIEW_TOKEN": "wrong"})
+    assert refused.returncode == 2 and "HTTP 401" in refused.stderr and "Traceback" not in refused.stderr
+    assert run_cli(*base).returncode == 2  # no credential at all: says which setting to give
+    result = run_cli(*base, "--budget", "3", env={"EMOSTREAM_REVIEW_TOKEN": REVIEW_TOKEN})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "3 labels given as 'bot'" in result.stdout
+    labels = [r for r in server.labels_on_topic(expect=8) if r["reviewer"] == "bot"]
+    assert len(labels) == 3 and {r["label"] for r in labels} == {"anger"}
+    assert all(int(r["tweet_id"][1:]) % 2 == 1 for r in labels)  # only items the answers know
+
+
 def test_what_the_topic_has_the_table_has(server: Server) -> None:
     """Last: stop the server and read review_labels from the engine."""
-    on_topic = server.labels_on_topic(expect=5)
+    on_topic = server.labels_on_topic(expect=8)
     server.process.send_signal(signal.SIGINT)
     assert server.process.wait(30) == 0, server.log.read_text()[-2000:]
     sink = ClickHouseSink(f"chdb://{server.directory}")
@@ -311,4 +329,4 @@ def test_what_the_topic_has_the_table_has(server: Server) -> None:
     finally:
         sink.close()
     assert sorted((r["tweet_id"], r["label"], r["reviewer"], r["retracted"]) for r in on_topic) == sorted(rows)
-    assert len(rows) == 5  # ana's, cy's two and one undo, sim's: nothing from the refused requests
+    assert len(rows) == 8  # ana's, cy's two and one undo, sim's, bot's three: nothing from refused requests

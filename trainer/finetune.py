@@ -7,6 +7,7 @@ import json
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,10 @@ class TrainConfig:
     max_length: int = 128
     seed: int = 42
     eval_batch_size: int = 64
+    # Keep the epoch with the best validation F1 (training from a base model). A retraining round keeps
+    # its last epoch instead: its validation split is the base data's, which would pick the epoch that
+    # learned least from the reviewed tweets, and the round is judged on a hold-out of them anyway.
+    select_best_epoch: bool = True
 
 
 @dataclass
@@ -55,6 +60,11 @@ class TrainResult:
     serving: dict[str, Any]
 
 
+# Decides promotion from the staged version (its directory and metrics) before it is published; it may
+# write files of its own there (``retrain`` writes its lineage). Without one, validation F1 decides.
+Judge = Callable[[Path, dict[str, Any]], bool]
+
+
 def fine_tune(
     data: DatasetDict,
     config: TrainConfig,
@@ -63,9 +73,14 @@ def fine_tune(
     data_source: str = "",
     data_files: list[Path] | None = None,
     promote: bool = False,
+    judge: Judge | None = None,
 ) -> TrainResult:
     """Fine-tune ``config.base_model`` on the train split, pick the best epoch on validation only,
-    evaluate the test split once at the end, and publish the result as a new registry version."""
+    evaluate the test split once at the end, and publish the result as a new registry version.
+
+    ``judge``, if given, decides promotion instead of the validation-F1 rule (``retrain`` compares
+    champion and challenger on reviewed tweets); it runs before the version is published, so the files
+    it writes are part of the version from its first moment."""
     started = time.monotonic()
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
@@ -88,7 +103,7 @@ def fine_tune(
             processing_class=tokenizer,
             compute_metrics=_headline_metrics,
         )
-        trainer.train()  # load_best_model_at_end: the best epoch by validation weighted F1
+        trainer.train()  # with select_best_epoch, the best epoch by validation weighted F1
         shutil.rmtree(staging / "checkpoints", ignore_errors=True)
 
         trainer.save_model(staging)
@@ -118,11 +133,12 @@ def fine_tune(
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (staging / "training.json").write_text(json.dumps(training, indent=2) + "\n")
         (staging / "README.md").write_text(model_card(config, metrics, training))
+        judged = judge(staging, metrics) if judge is not None else None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     version = registry.publish(staging)
-    promoted = promote or registry.should_promote(version)
+    promoted = promote or (judged if judged is not None else registry.should_promote(version))
     if promoted:
         registry.promote(version)
     return TrainResult(version=version, promoted=promoted, metrics=metrics, seconds=seconds, serving=serving)
@@ -155,12 +171,12 @@ def _training_arguments(config: TrainConfig, output_dir: Path) -> TrainingArgume
         warmup_ratio=config.warmup_ratio,
         weight_decay=config.weight_decay,
         group_by_length=True,  # batches of similar length: less padding, same gradients
-        eval_strategy="epoch",
-        save_strategy="epoch",
+        eval_strategy="epoch" if config.select_best_epoch else "no",
+        save_strategy="epoch" if config.select_best_epoch else "no",
         save_total_limit=1,
         save_only_model=True,
-        load_best_model_at_end=True,
-        metric_for_best_model="f1_weighted",
+        load_best_model_at_end=config.select_best_epoch,
+        metric_for_best_model="f1_weighted" if config.select_best_epoch else None,
         logging_strategy="epoch",
         seed=config.seed,
         bf16=bf16,

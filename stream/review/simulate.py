@@ -1,0 +1,138 @@
+"""Simulated reviewers: answer the review queue from a file of gold labels, for demos and measurement.
+
+They go through the same authenticated HTTP API the page uses (``Authorization: Bearer`` and
+``X-Reviewer``), in the queue's order: the next items, a label for each one the file knows (by tweet id,
+else by its text), a skip for each it does not. So the labels land exactly as people's would: on
+``tweets.labels`` and in ``review_labels``, with the same leases, and the review loop can be measured
+without people. Nothing here is a reviewer's judgement: it exists for demos and benchmarks.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas import LABELS, NO_EMOTION
+
+WINDOW = 50
+
+
+class SimulationError(RuntimeError):
+    """The answers file or the review service cannot be used."""
+
+
+@dataclass(frozen=True)
+class Answers:
+    by_id: dict[str, str]
+    by_text: dict[str, str]
+
+    def answer(self, item: dict[str, Any]) -> str | None:
+        return self.by_id.get(str(item["tweet_id"])) or self.by_text.get(str(item["text"]).strip())
+
+    @classmethod
+    def read(cls, path: Path) -> Answers:
+        """A CSV or TSV (by its suffix) with a header: ``label`` and ``id`` or ``tweet_id`` and/or ``text``."""
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise SimulationError(f"{path}: cannot read the answers ({exc.strerror})") from None
+        reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        columns = set(reader.fieldnames or ())
+        id_column = next((c for c in ("tweet_id", "id") if c in columns), None)
+        if "label" not in columns or (id_column is None and "text" not in columns):
+            raise SimulationError(f"{path}:1: expected a label column and an id, tweet_id or text column")
+        by_id, by_text = {}, {}
+        for line, row in enumerate(reader, start=2):
+            label = (row["label"] or "").strip()
+            if label not in (*LABELS, NO_EMOTION):
+                raise SimulationError(f"{path}:{line}: label: {label!r} is not one of {', '.join(LABELS)} or none")
+            if id_column and row[id_column]:
+                by_id[row[id_column].strip()] = label
+            if row.get("text"):
+                by_text[row["text"].strip()] = label
+        return cls(by_id, by_text)
+
+
+@dataclass
+class ReviewClient:
+    """The review API, as a program uses it."""
+
+    url: str
+    token: str
+    reviewer: str
+    timeout: float = 60.0
+
+    def items(self, n: int = WINDOW) -> list[dict[str, Any]]:
+        return self._call("GET", f"/review/api/items?n={n}")["items"]
+
+    def label(self, tweet_id: str, label: str) -> None:
+        self._call("POST", "/review/api/label", {"tweet_id": tweet_id, "label": label})
+
+    def skip(self, tweet_id: str) -> None:
+        self._call("POST", "/review/api/skip", {"tweet_id": tweet_id})
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(
+            self.url.rstrip("/") + path,
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "X-Reviewer": self.reviewer,
+                **({"Content-Type": "application/json"} if body is not None else {}),
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                reason = json.loads(exc.read())["error"]
+            except (ValueError, KeyError, TypeError):
+                reason = exc.reason
+            raise SimulationError(f"{method} {path}: HTTP {exc.code}: {reason}") from None
+        except (urllib.error.URLError, TimeoutError) as exc:
+            raise SimulationError(f"the review service at {self.url} did not answer: {exc}") from None
+
+
+@dataclass
+class SimulationReport:
+    labelled: int = 0
+    skipped: int = 0
+    per_label: Counter[str] = field(default_factory=Counter)
+
+
+def simulate(
+    client: ReviewClient, answers: Answers, budget: int, progress: Callable[[int], None] | None = None
+) -> SimulationReport:
+    """Label pending items in the queue's order until ``budget`` labels are given or nothing is left.
+
+    Items the answers do not know are skipped (the service then keeps them out of this reviewer's
+    queue), so the loop always moves on.
+    """
+    report = SimulationReport()
+    while report.labelled < budget:
+        items = client.items(WINDOW)
+        if not items:
+            break
+        for item in items:
+            answer = answers.answer(item)
+            if answer is None:
+                client.skip(item["tweet_id"])
+                report.skipped += 1
+                continue
+            client.label(item["tweet_id"], answer)
+            report.labelled += 1
+            report.per_label[answer] += 1
+            if progress is not None:
+                progress(1)
+            if report.labelled >= budget:
+                break
+    return report
