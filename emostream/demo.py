@@ -30,8 +30,8 @@ DEMO_TWEETS = 2000
 DEMO_BRANDS = ("acme", "globex", "initech", "umbrella")
 DEMO_LABELS = 20  # review items the demo's simulated reviewers answer
 # measured with benchmarks/review_loop.py on the 2-core machine (README, "The review loop, measured")
-RETRAIN_TIME = "about RETRAIN_MIN min"
-BENCHMARK_TIME = "about BENCH_MIN min"
+RETRAIN_TIME = "about 2 min"
+BENCHMARK_TIME = "about 3 min"
 MALFORMED = (b"not json at all", b'{"id": "demo-bad-1"}', b'{"id": "demo-bad-2", "text": "   "}')
 
 

@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     session_hours: float = Field(12.0, gt=0, description="hours a review page session (its cookie) lasts")
     # which tweets reach review (the review policy), per worker
     review_sample: float = Field(
-        0.05,
+        0.2,
         ge=0,
         le=1,
         description="share of confident tweets sent to review too, chosen by a hash of the tweet id, so that "
