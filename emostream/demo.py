@@ -194,7 +194,8 @@ def _simulate_reviewers(endpoint: Endpoint, home: Path, tweet_ids: list[str], go
     report = simulate(ReviewClient(endpoint.url, endpoint.token, "demo-simulated"), Answers.read(answers), DEMO_LABELS)
     out.print(
         f"simulated reviewers labelled {report.labelled} review items with the test split's gold labels "
-        f"(`emostream review simulate --answers {answers} --budget {DEMO_LABELS}` does the same)"
+        f"(with `emostream up` running, `emostream review simulate --answers {answers} --budget {DEMO_LABELS}` "
+        "does the same)"
     )
 
 
