@@ -23,6 +23,7 @@ from faust.types import EventT, Message
 from schemas import DeadLetter, EmotionScore, ReviewItem
 from schemas.settings import Settings
 from stream.codecs import register_codecs
+from stream.metrics import WorkerMetrics
 from stream.model_swap import ModelWatcher
 from stream.scoring import BatchScorer, RawRecord
 from stream.shutdown import Shutdown, StopRequested
@@ -43,6 +44,7 @@ class WorkerParts:
     executor: ThreadPoolExecutor
     max_batch: int
     shutdown: Shutdown = field(default_factory=lambda: Shutdown(timeout=10.0))
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)  # this worker's own registry
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn`` on the worker's thread; gives up waiting (StopRequested) as soon as a stop is asked for."""
@@ -150,14 +152,27 @@ async def process_batch(
         )
         for e in events
     ]
+    parts.metrics.batch_taken(len(records))
     started = time.perf_counter()
     result = await parts.run_blocking(parts.scorer.score, records)
     scored = time.perf_counter()
     await write_until_done(parts, result.scores, result.dead_letters, result.reviews)
-    written = time.perf_counter()
+    written, written_at = time.perf_counter(), time.time()
     deliveries = [await review.send(key=item.tweet.id.encode(), value=item) for item in result.reviews]
     deliveries += [await dead_letters.send(key=letter.source_key, value=letter) for letter in result.dead_letters]
     await parts.unless_stopping(asyncio.gather(*deliveries))  # each resolves once the broker has it (acks=all)
+    # Counted only now, written and acknowledged, so the counters match the tables (a stop before this
+    # point leaves the batch uncommitted and uncounted).
+    parts.metrics.batch_done(
+        size=len(records),
+        scored=len(result.scores),
+        dead_lettered=len(result.dead_letters),
+        reviewed=len(result.reviews),
+        model_seconds=scored - started,
+        insert_seconds=written - scored,
+        created_at=(score.created_at for score in result.scores),
+        written_at=written_at,
+    )
     log.info(
         "scored %d tweets (%d to review, %d dead letters): gathered %.3f s, model %.3f s, insert %.3f s, sends %.3f s",
         len(result.scores),

@@ -1,7 +1,9 @@
-"""The worker's web endpoint: health and read-only SQL, every route behind the credential.
+"""The worker's web endpoint: health, readiness, metrics and read-only SQL, every route behind the credential.
 
 SQL runs on a thread and a ClickHouse client of its own (:class:`stream.sql.ReadOnlySql`), never on
-the thread that scores and inserts, so a slow statement cannot stall the stream.
+the thread that scores and inserts, so a slow statement cannot stall the stream; the readiness probe's
+``SELECT 1`` likewise (:class:`stream.metrics.ClickHouseProbe`). ``/metrics`` and ``/readyz`` need the
+operator's token like every other route: Prometheus sends it as ``authorization: credentials_file``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from stream.auth import RequestGuard
 from stream.sql import ReadOnlySql, SqlError
 
 if TYPE_CHECKING:
+    from stream.metrics import Readiness, WorkerMetrics
     from stream.scoring import BatchScorer
 
 SQL_CONTENT_TYPE = "application/json"
@@ -29,10 +32,14 @@ def add_web_views(
     timeout: float,
     scorer: BatchScorer,
     mount: Callable[[Any], None] | None = None,
+    *,
+    metrics: WorkerMetrics | None = None,
+    readiness: Readiness | None = None,
 ) -> ThreadPoolExecutor:
     """Register the routes and the guard; returns the SQL thread, for the caller to shut down.
 
-    ``mount`` adds more routes to Faust's aiohttp application (the review pages, in ``up``).
+    ``mount`` adds more routes to Faust's aiohttp application (the review pages, in ``up``); ``metrics``
+    adds ``/metrics`` and ``readiness`` adds ``/readyz`` (the caller closes it).
     """
     sql_thread = ThreadPoolExecutor(1, thread_name_prefix="emostream-sql")
 
@@ -47,6 +54,23 @@ def add_web_views(
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         model = scorer.model  # the version serving now: a hot swap replaces it
         return web.json({"status": "ok", "model_version": model.version, "runtime": model.runtime_name})
+
+    if metrics is not None:
+
+        @app.page("/metrics")
+        async def prometheus(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            """The worker's own registry, in the exposition format the scraper's ``Accept`` asks for."""
+            body, content_type = metrics.exposition(request.headers.get("Accept"))
+            # as a header: aiohttp refuses a content_type argument that carries a charset
+            return web.bytes(body, headers={"Content-Type": content_type})
+
+    if readiness is not None:
+
+        @app.page("/readyz")
+        async def readyz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            """200 when the worker can do its job now; 503 naming the checks that failed."""
+            status, body = await readiness.report()
+            return web.json(body, status=status)
 
     @app.page("/sql")
     class SqlView(faust.web.View):

@@ -20,6 +20,7 @@ from schemas.settings import Settings
 from stream.app import WorkerParts, create_app
 from stream.auth import ADMIN, REVIEW, guard_for, new_token, token_file, write_token
 from stream.broker import free_port
+from stream.metrics import ClickHouseProbe, Readiness, assigned_partitions, consumer_lag
 from stream.review_policy import ReviewPolicy
 from stream.scoring import BatchScorer
 from stream.shutdown import Shutdown
@@ -111,7 +112,19 @@ def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = N
 
         service = ReviewService(settings, bootstrap)
         mount = functools.partial(mount_review, service=service, guard=guard)
-    sql_thread = add_web_views(app, guard, sql, settings.sql_timeout + 5, parts.scorer, mount)
+    # Metrics and readiness read their sources at each request: the serving model (a hot swap shows at
+    # once) and Faust's consumer (before it has started, or once it stops: no lag, no partitions).
+    topic = settings.topic_tweets
+    parts.metrics.follow_model(lambda: parts.scorer.model)
+    parts.metrics.follow_lag(lambda: consumer_lag(app.consumer, topic))
+    readiness = Readiness(
+        model=lambda: parts.scorer.model,
+        clickhouse=ClickHouseProbe(parts.sink.dsn),
+        partitions=lambda: assigned_partitions(app.consumer, topic),
+    )
+    sql_thread = add_web_views(
+        app, guard, sql, settings.sql_timeout + 5, parts.scorer, mount, metrics=parts.metrics, readiness=readiness
+    )
     data_dir = chdb_path(parts.sink.dsn)
     endpoint: Path | None = endpoint_file(data_dir) if data_dir else None
 
@@ -166,6 +179,7 @@ def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = N
         parts.executor.shutdown(wait=True)
         sql_thread.shutdown(wait=True)
         sql.close()
+        readiness.close()  # before the sink: its chDB handle is one more on the same engine
         parts.sink.close()
         shutdown.done()
     return 0
