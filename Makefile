@@ -41,7 +41,15 @@ $(CHROMEDRIVER):
 	$(SUDO) apt-get update -qq >/dev/null
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null
 
-test: lint $(CHROMEDRIVER)
+# The deployment test validates docker-compose.yml with Debian's docker-compose, which needs no engine.
+DOCKER_COMPOSE := /usr/bin/docker-compose
+
+$(DOCKER_COMPOSE):
+	@echo "installing Debian's docker-compose (for tests/test_deploy.py)"
+	$(SUDO) apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq docker-compose >/dev/null
+
+test: lint $(CHROMEDRIVER) $(DOCKER_COMPOSE)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest
 
 test-slow: $(STAMP)
