@@ -837,3 +837,43 @@ def test_the_cluster_readme_sql_parses_and_its_settings_exist(tmp_path: Path) ->
         sink.query("SELECT 1 SETTINGS " + ", ".join(pairs))  # the values are valid too
     finally:
         sink.close()
+
+
+def test_the_wheel_ships_the_ddl_the_sink_applies(tmp_path: Path) -> None:
+    """A plain `pip install .` (the images) must find deploy/clickhouse/*.sql where stream/sink.py reads it.
+
+    Built from a copy of the sources, so no build/ directory left by an earlier build can supply them."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    from stream.sink import DDL_DIR
+
+    source = tmp_path / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "cluster", "grafana", "prometheus")
+    for name in ("emostream", "schemas", "model", "stream", "trainer", "deploy"):
+        shutil.copytree(ROOT / name, source / name, ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("emostream-*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("deploy/")}
+    expected = {f"deploy/clickhouse/{f.name}" for f in DDL_DIR.glob("*.sql")}
+    assert expected and expected <= shipped
+    assert "deploy/clickhouse/access/emostream_reader.sql" in shipped
