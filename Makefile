@@ -49,7 +49,15 @@ $(DOCKER_COMPOSE):
 	$(SUDO) apt-get update -qq >/dev/null
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq docker-compose >/dev/null
 
-test: lint $(CHROMEDRIVER) $(DOCKER_COMPOSE)
+# The Kafka-clients test also drives Debian's kcat (on the confluent-kafka wheel's newer librdkafka).
+KCAT := /usr/bin/kcat
+
+$(KCAT):
+	@echo "installing Debian's kcat (for tests/test_kafka_clients.py)"
+	$(SUDO) apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kcat >/dev/null
+
+test: lint $(CHROMEDRIVER) $(DOCKER_COMPOSE) $(KCAT)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest
 
 test-slow: $(STAMP)

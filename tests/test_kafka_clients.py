@@ -1,0 +1,175 @@
+"""Kafka clients other than the project's own (aiokafka) against the embedded broker (tansu), as a new user
+would use them: confluent-kafka (librdkafka) feeds the stream and reads the review and dead-letter topics
+with a consumer group; Debian's kcat does the same once it runs on a current librdkafka.
+
+What was measured on tansu 0.6.0 with confluent-kafka 2.16.1 (librdkafka 2.16.0), and is in the README:
+- A group consumer's first assignment takes about half its ``session.timeout.ms``: tansu holds the
+  JoinGroup that carries the member id for session/2 (librdkafka's debug log: the JoinGroup response comes
+  3.0 s after the request at a 6 s session). librdkafka's default session (45 s) gives 23 s; 20 s gives
+  10 s; 6 s gives 3 s; 2 s gives 1 s. ``max.poll.interval.ms`` (the rebalance timeout, 300 s by default)
+  does not matter: 45 s or 300 s both give 23 s, and a second member joining a live group was assigned
+  5 s after it subscribed either way. (librdkafka refuses a ``max.poll.interval.ms`` below
+  ``session.timeout.ms``, so lowering the former below 45 s lowers the latter too, which is what helped.)
+- ``group.protocol=consumer`` (KIP-848) never gets an assignment: tansu does not answer
+  ConsumerGroupHeartbeat ("not supported by broker"). ``cooperative-sticky`` behaves like ``range``.
+- ``assign()`` without joining a group reads at once (0.05 s for 20 records).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas import DeadLetter, ReviewItem, Tweet
+from tests.conftest import run_cli
+from tests.test_streaming import Stack
+
+pytestmark = pytest.mark.integration
+
+# The smallest session timeout that works on both brokers: Apache Kafka refuses one below its
+# group.min.session.timeout.ms (6 s by default), and tansu then assigns partitions after 3 s instead of
+# the 23 s librdkafka's default 45 s costs. max.poll.interval.ms stays at its default: it does not delay
+# the join on tansu (see the module docstring).
+GROUP_SETTINGS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000, "auto.offset.reset": "earliest"}
+
+
+@pytest.fixture
+def stack(broker: str, trained_registry: Path, tmp_path: Path) -> Iterator[Stack]:
+    running = Stack(broker, trained_registry, tmp_path)
+    yield running
+    running.stop()
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None]]) -> list[Message]:
+    """Send with an idempotent acks=all producer; the delivery reports. (`emostream ingest` asks for the same,
+    but tansu refuses aiokafka's InitProducerId; librdkafka's, v4, gets a producer id.)"""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
+    delivered: list[Message] = []
+
+    def report(error: KafkaError | None, message: Message) -> None:
+        assert error is None, error
+        delivered.append(message)
+
+    for key, value in records:
+        producer.produce(topic, key=key, value=value, on_delivery=report)
+    assert producer.flush(30) == 0
+    assert len(delivered) == len(records)
+    return delivered
+
+
+def read_group(bootstrap: str, topics: list[str], expect: int, timeout: float = 30) -> tuple[list[Message], float]:
+    """Read `expect` records of `topics` in a fresh consumer group; and when partitions came, in seconds."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}", **GROUP_SETTINGS}
+    )
+    started = time.monotonic()
+    assigned: list[float] = []
+    consumer.subscribe(topics, on_assign=lambda _consumer, _partitions: assigned.append(time.monotonic() - started))
+    messages: list[Message] = []
+    try:
+        while len(messages) < expect and time.monotonic() - started < timeout:
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            assert not message.error(), message.error()
+            messages.append(message)
+        while (message := consumer.poll(1.0)) is not None:  # anything beyond `expect`?
+            assert not message.error(), message.error()
+            messages.append(message)
+    finally:
+        consumer.close()
+    assert assigned, f"no partitions within {timeout} s"
+    return messages, assigned[0]
+
+
+def test_confluent_kafka_feeds_the_stream_and_reads_review_and_dead_letters(stack: Stack, small_data: Path) -> None:
+    stack.env["EMOSTREAM_REVIEW_THRESHOLD"] = "1"  # every tweet goes to review: the topic's content is known
+    texts = [line.rpartition(";")[0] for line in (small_data / "train.txt").read_text().splitlines()][:40]
+    tweets = [Tweet(id=f"ck{i:03d}", text=text, brand=["acme", "globex"][i % 2]) for i, text in enumerate(texts)]
+    stack.start_worker()
+    records = [(t.id.encode(), t.model_dump_json().encode()) for t in tweets]
+    malformed = [(b"bad", b"not json"), (b"bad", b'{"id": "x1"}')]
+    delivered = produce(stack.bootstrap, stack.topic, records[:20] + malformed + records[20:])
+    dead = {f"{m.topic()}/{m.partition()}/{m.offset()}".encode() for m in delivered if m.key() == b"bad"}
+
+    review, dlq = f"{stack.topic}.review", f"{stack.topic}.dlq"
+    messages, assigned_after = read_group(stack.bootstrap, [review, dlq], len(tweets) + len(malformed))
+    assert assigned_after < 10, assigned_after  # 3 s measured; 23 s with librdkafka's default session
+    reviews = [m for m in messages if m.topic() == review]
+    letters = [m for m in messages if m.topic() == dlq]
+    assert sorted(m.key() for m in reviews) == sorted(t.id.encode() for t in tweets)  # keyed by tweet id
+    assert all(ReviewItem.model_validate_json(m.value()).tweet.id == m.key().decode() for m in reviews)
+    assert {m.key() for m in letters} == dead and len(letters) == len(dead)  # keyed topic/partition/offset
+    for message in letters:
+        letter = DeadLetter.model_validate_json(message.value())
+        assert letter.source_key == message.key() and letter.error and letter.value in (b"not json", b'{"id": "x1"}')
+
+    stack.wait_for_rows(len(tweets))
+    stack.stop()
+    result = run_cli(
+        "sql",
+        "SELECT tweet_id, brand FROM emotion_scores FINAL ORDER BY tweet_id",
+        "--format",
+        "csv",
+        env={**stack.env, "EMOSTREAM_CLICKHOUSE_DSN": stack.dsn()},
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader(io.StringIO(result.stdout)))[1:]
+    assert rows == [[t.id, t.brand] for t in tweets]
+
+
+def wheel_librdkafka() -> Path | None:
+    """The librdkafka that the confluent-kafka wheel bundles (Linux wheels: ``confluent_kafka.libs/``)."""
+    import confluent_kafka
+
+    found = sorted((Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs").glob("librdkafka-*.so.1"))
+    return found[0] if found else None
+
+
+def test_debian_kcat_runs_on_the_wheels_librdkafka(broker: str) -> None:
+    """Debian's kcat 1.7.1 links librdkafka 2.0.2, which cannot parse tansu's ApiVersions v3 response
+    ("Read underflow"); `-X api.version.request=false` does not help (any broker.version.fallback >= 0.10
+    sends the request anyway, and 0.9.0 breaks Produce and ListOffsets). The same kcat on the librdkafka
+    2.16 that the confluent-kafka wheel ships (LD_PRELOAD, same soname and ABI) produces and reads."""
+    kcat, library = shutil.which("kcat"), wheel_librdkafka()
+    if not kcat or not library:
+        pytest.skip("needs Debian's kcat (apt-get install kcat) and a Linux confluent-kafka wheel")
+    topic = f"kcat-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker})
+    for future in admin.create_topics([NewTopic(topic, 4, 1)]).values():
+        future.result(10)
+    tweets = [Tweet(id=f"kc{i:02d}", text=f"tweet number {i}") for i in range(30)]
+    env = {**os.environ, "LD_PRELOAD": str(library)}
+    base = [kcat, "-b", broker, "-X", "acks=all", "-X", "enable.idempotence=true"]
+    lines = "".join(f"{t.id}\t{t.model_dump_json()}\n" for t in tweets)
+    produced = subprocess.run(
+        [*base, "-P", "-t", topic, "-K", "\t"], input=lines, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert produced.returncode == 0, produced.stderr
+
+    reader = Consumer({"bootstrap.servers": broker, "group.id": "unused", "enable.auto.commit": False})
+    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])  # no group: no join to wait
+    got: dict[bytes, bytes] = {}
+    deadline = time.monotonic() + 15
+    while len(got) < len(tweets) and time.monotonic() < deadline:
+        if (message := reader.poll(0.2)) is not None and not message.error():
+            got[message.key()] = message.value()
+    reader.close()
+    assert got == {t.id.encode(): t.model_dump_json().encode() for t in tweets}
+
+    settings = [f"-X{k}={v}" for k, v in GROUP_SETTINGS.items()]
+    group = [kcat, "-b", broker, "-G", f"kcat-{uuid.uuid4().hex[:8]}", *settings, "-c", str(len(tweets)), "-q"]
+    consumed = subprocess.run([*group, "-f", "%k\t%s\n", topic], env=env, capture_output=True, text=True, timeout=30)
+    assert consumed.returncode == 0, consumed.stderr
+    assert sorted(consumed.stdout.splitlines()) == sorted(lines.splitlines())
