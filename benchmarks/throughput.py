@@ -6,6 +6,9 @@
    way its documentation shows;
 3. the whole pipeline: tweets produced to a real (embedded) broker, a real ``emostream worker`` process,
    rows counted in ClickHouse (chDB) -- from the first send to the last row visible;
+3b. the stream machinery alone (``machinery_tps``): the same measurement with the worker's model replaced
+   by the ``benchmark-fixed`` runtime (fixed probabilities, no model), i.e. the ceiling Kafka, Faust,
+   parsing, the insert and the review sends put on one worker process however fast the model is;
 4. end-to-end latency (created_at at send -> scored_at) at half the model's capacity;
 5. test-split accuracy of the fp32 model and of the served runtime.
 
@@ -36,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.registry import ModelRegistry  # noqa: E402
-from model.runtime import EmotionModel, load_runtime  # noqa: E402
+from model.runtime import FIXED_RUNTIME, EmotionModel, load_runtime  # noqa: E402
 from schemas.settings import load_settings  # noqa: E402
 from stream.broker import EmbeddedBroker  # noqa: E402
 from stream.endpoint import Endpoint  # noqa: E402
@@ -73,7 +76,7 @@ def accuracy(model: EmotionModel, texts: list[str], labels: list[int]) -> float:
 
 
 class Worker:
-    def __init__(self, bootstrap: str, registry: Path, tmp: Path) -> None:
+    def __init__(self, bootstrap: str, registry: Path, tmp: Path, runtime: str | None = None) -> None:
         run = uuid.uuid4().hex[:8]
         self.topic = f"bench-{run}"
         self.dir = tmp / "ch"
@@ -90,6 +93,9 @@ class Worker:
             "EMOSTREAM_SESSION_TIMEOUT": "2",
             "EMOSTREAM_HEARTBEAT_INTERVAL": "0.5",
         }
+        if runtime:
+            self.env["EMOSTREAM_RUNTIME"] = runtime
+        tmp.mkdir(parents=True, exist_ok=True)
         self.log = open(tmp / "worker.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "emostream", "worker"], env=self.env, stdout=self.log, stderr=self.log
@@ -136,6 +142,20 @@ def send(bootstrap: str, topic: str, texts: list[str], prefix: str, rate: float 
     asyncio.run(produce(bootstrap, topic, tweets, rate=rate, progress=False))
 
 
+def through(worker: Worker, bootstrap: str, texts: list[str], batch: int) -> float:
+    """Tweets per second from the first send to the last row visible, after a warm-up batch."""
+    send(bootstrap, worker.topic, texts[:batch], "warm")  # group joined, model warm
+    worker.wait_for("warm", batch)
+    send(bootstrap, worker.topic, texts, "thru")
+    last_visible = worker.wait_for("thru", len(texts))
+    # from the first tweet's created_at (stamped as it is sent) to the last row's inserted_at
+    # (stamped by ClickHouse), both on this machine's clock: ingest to rows visible
+    (first_sent,) = worker.sql(
+        "SELECT toUnixTimestamp64Milli(min(created_at)) / 1000 FROM emotion_scores WHERE startsWith(tweet_id, 'thru')"
+    )[0]
+    return len(texts) / (last_visible - float(first_sent))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="tweets per measurement")
@@ -169,21 +189,13 @@ def main() -> None:
     results["per_tweet_pipeline_tps"] = per_tweet_pipeline(version.path, texts[: args.per_tweet_n])
     del fp32
 
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     workdir = contextlib.nullcontext(str(args.workdir)) if args.workdir else tempfile.TemporaryDirectory()
     with workdir as tmp, EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
         worker = Worker(broker.bootstrap, settings.registry, Path(tmp))
         try:
-            send(broker.bootstrap, worker.topic, texts[:batch], "warm")  # group joined, model warm
-            worker.wait_for("warm", batch)
-            send(broker.bootstrap, worker.topic, texts, "thru")
-            last_visible = worker.wait_for("thru", args.n)
-            # from the first tweet's created_at (stamped as it is sent) to the last row's inserted_at
-            # (stamped by ClickHouse), both on this machine's clock: ingest to rows visible
-            (first_sent,) = worker.sql(
-                "SELECT toUnixTimestamp64Milli(min(created_at)) / 1000 FROM emotion_scores "
-                "WHERE startsWith(tweet_id, 'thru')"
-            )[0]
-            results["pipeline_tps"] = args.n / (last_visible - float(first_sent))
+            results["pipeline_tps"] = through(worker, broker.bootstrap, texts, batch)
 
             rate = 0.5 * float(results["model_only_tps"])  # type: ignore[arg-type]
             n_latency = int(rate * args.latency_seconds)
@@ -205,9 +217,17 @@ def main() -> None:
             results["latency_p99_ms"] = float(np.percentile(latencies, 99))
         finally:
             worker.stop()
+        # The same run with the model taken out: one worker process's ceiling, what a GPU worker is held to.
+        # After the first worker has stopped, so the two never share the cores.
+        machinery = Worker(broker.bootstrap, settings.registry, Path(tmp) / "machinery", runtime=FIXED_RUNTIME)
+        try:
+            results["machinery_tps"] = through(machinery, broker.bootstrap, texts, batch)
+        finally:
+            machinery.stop()
 
     results["ratio"] = float(results["pipeline_tps"]) / float(results["model_only_tps"])  # type: ignore[arg-type]
     results["speedup_vs_per_tweet"] = float(results["model_only_tps"]) / float(results["per_tweet_pipeline_tps"])  # type: ignore[arg-type]
+    results["machinery_over_model_only"] = float(results["machinery_tps"]) / float(results["model_only_tps"])  # type: ignore[arg-type]
     results["per_tweet_speedup_of_pipeline"] = float(results["pipeline_tps"]) / float(results["per_tweet_pipeline_tps"])  # type: ignore[arg-type]
 
     table = Table(title=f"emostream throughput ({version.name}, {served.runtime_name}, {args.n} tweets)")

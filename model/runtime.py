@@ -9,15 +9,19 @@ chunk, texts sorted by length so each padded chunk wastes little) and from the b
 | ``torch-fp32`` | anywhere | the reference |
 | ``torch-bf16`` | CPUs with native bf16 (AVX512-BF16/AMX), CUDA | bf16 weights (autocast on CUDA) |
 | ``onnx-int8`` | CPUs | ONNX Runtime, per-channel dynamic int8 quantization |
+| ``benchmark-fixed`` | anywhere | no model: fixed probabilities, for measuring the stream machinery only |
 
 ``auto`` picks the fastest one whose accuracy the version's serving check accepted (``serving.json``,
-written by ``train``); fp32 otherwise. A fast path is never the default unless it was measured.
+written by ``train``); fp32 otherwise. A fast path is never the default unless it was measured, and
+``benchmark-fixed`` is never chosen by ``auto``: its scores mean nothing, it is for benchmarks only.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -33,10 +37,13 @@ from schemas.settings import Settings
 # the model's threads (and warns after a fork). Users can still set it explicitly.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+log = logging.getLogger("emostream.runtime")
+
 SERVING_CHECK_FILE = "serving.json"
 ONNX_DIR = "onnx"
 Precision = Literal["fp32", "bf16"]
 CPU_PREFERENCE = ("onnx-int8", "torch-bf16")
+FIXED_RUNTIME = "benchmark-fixed"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -179,10 +186,53 @@ class OnnxEmotionModel(ScoringRuntime):
         return self.session.run(None, feed)[0]
 
 
+class FixedProbabilities(ScoringRuntime):
+    """No model at all: a fixed distribution per text, for measuring the stream machinery, never for serving.
+
+    ``benchmarks/throughput.py`` runs a real worker with it to find how many tweets per second Kafka,
+    Faust, parsing, the ClickHouse insert and the review sends carry when scoring costs nothing (what a
+    GPU worker, which scores tens of times faster than a CPU, would be held to). Each text gets a valid
+    distribution chosen by a CRC of the text (stable across processes and re-deliveries): the top label
+    and its probability vary, so rows differ and some fall under the review threshold, as real ones do.
+    The version is the model directory's name, like any runtime's; nothing is loaded but its config.
+    """
+
+    runtime_name = FIXED_RUNTIME
+
+    def __init__(self, model_dir: str | Path, batch_size: int = 16, max_length: int = 128) -> None:
+        self.model_dir = Path(model_dir)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = torch.device("cpu")
+        config = AutoConfig.from_pretrained(self.model_dir)
+        labels = [config.id2label[i] for i in range(config.num_labels)]
+        if tuple(labels) != LABELS:
+            raise ValueError(f"{self.model_dir}: the model's labels {labels} are not {list(LABELS)}")
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        n = len(LABELS)
+        codes = np.fromiter((zlib.crc32(t.encode("utf-8")) for t in texts), dtype=np.uint32, count=len(texts))
+        top = codes % n
+        confidence = 0.3 + 0.69 * ((codes >> 8) % 1000) / 999.0  # 0.30 .. 0.99
+        out = np.repeat(((1.0 - confidence) / (n - 1))[:, None], n, axis=1)
+        out[np.arange(len(texts)), top] = confidence
+        return out.astype(np.float32)
+
+    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        return np.log(self.predict_proba(texts))
+
+
 def build_runtime(
     name: str, model_dir: Path, device: str = "auto", batch_size: int = 16, max_length: int = 128
 ) -> ScoringRuntime:
-    """A runtime by its name (``torch-fp32``, ``torch-bf16``, ``onnx-int8``, ``onnx-fp32``)."""
+    """A runtime by its name (``torch-fp32``, ``torch-bf16``, ``onnx-int8``, ``onnx-fp32``; ``benchmark-fixed``
+    for benchmarks of the stream machinery only)."""
+    if name == FIXED_RUNTIME:
+        log.warning(
+            "runtime %s: fixed probabilities, no model -- for measuring the stream machinery, never for serving",
+            name,
+        )
+        return FixedProbabilities(model_dir, batch_size, max_length)
     if name.startswith("onnx-"):
         return OnnxEmotionModel(model_dir, batch_size, max_length, int8=name == "onnx-int8")
     precision: Precision = "bf16" if name == "torch-bf16" else "fp32"
@@ -204,7 +254,7 @@ def choose_runtime(settings: Settings, model_dir: Path) -> str:
     if resolve_device(settings.device).type != "cpu":
         return "torch-fp32"  # autocast to bf16/fp16 on the GPU
     accepted = accepted_runtimes(model_dir)
-    for name in CPU_PREFERENCE:
+    for name in CPU_PREFERENCE:  # never FIXED_RUNTIME, whatever serving.json says
         if name in accepted and (name != "torch-bf16" or cpu_has_native_bf16()):
             return name
     return "torch-fp32"

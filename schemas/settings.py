@@ -70,8 +70,11 @@ class Settings(BaseSettings):
     inference_batch_size: int = Field(
         0, ge=0, description="tweets the model runs at once (length-sorted chunks); 0: 16 on a CPU, 256 on a GPU"
     )
-    runtime: Literal["auto", "torch-fp32", "torch-bf16", "onnx-int8", "onnx-fp32"] = Field(
-        "auto", description="model runtime; auto: the fastest one the version's serving check accepted"
+    runtime: Literal["auto", "torch-fp32", "torch-bf16", "onnx-int8", "onnx-fp32", "benchmark-fixed"] = Field(
+        "auto",
+        description="model runtime; auto: the fastest one the version's serving check accepted. benchmark-fixed: "
+        "no model, fixed probabilities, for measuring the stream machinery (benchmarks/throughput.py), never "
+        "for serving",
     )
     torch_threads: int = Field(0, ge=0, description="threads for torch and ONNX Runtime; 0: torch's default")
     # streaming
