@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from schemas import EmotionScore
 from stream.review_policy import ReviewPolicy, in_sample
+from tests.test_schemas import score as joy_score
 from trainer.retrain import in_holdout
 
 
 def score(tweet_id: str, confidence: float) -> EmotionScore:
-    rest = (1 - confidence) / 5
-    now = datetime.now(UTC)
-    return EmotionScore(
-        tweet_id=tweet_id,
-        brand="acme",
-        created_at=now,
-        scored_at=now,
-        model_version="v0001",
-        label="joy",
-        confidence=confidence,
-        margin=confidence - rest,
-        sadness=rest,
-        joy=confidence,
-        love=rest,
-        anger=rest,
-        fear=rest,
-        surprise=rest,
-    )
+    return joy_score(confidence).model_copy(update={"tweet_id": tweet_id})
 
 
 def test_the_threshold_alone_sends_only_unsure_tweets() -> None:
