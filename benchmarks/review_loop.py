@@ -214,9 +214,9 @@ def main() -> None:
         emostream("retrain", env=env, log=log)
         results["retrain_seconds"] = round(time.monotonic() - started, 1)
         current = ModelRegistry(registry).require_current()
-        lineage = json.loads((current.path / "retrain.json").read_text()) if current.name != champion.name else {}
+        lineage = current.lineage() if current.name != champion.name else {}
         newest = ModelRegistry(registry).versions()[-1]
-        record = json.loads((newest.path / "retrain.json").read_text())
+        record = newest.lineage()
         results["promoted"] = current.name != champion.name
         results["challenger"] = newest.name
         results["decision"] = record["decision"]["reason"]

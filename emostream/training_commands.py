@@ -172,7 +172,7 @@ def models(registry: Registry = None) -> None:
     rows = []
     for v in versions:
         m, meta = v.metrics(), _read_json(v.path / "training.json")
-        lineage = _read_json(v.path / "retrain.json")
+        lineage = v.lineage()
         val, test = m.get("validation", {}), m.get("test", {})
         if lineage:
             decision = lineage["decision"]

@@ -24,6 +24,7 @@ from typing import Any
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 CURRENT_FILE = "current"
 METRICS_FILE = "metrics.json"
+RETRAIN_FILE = "retrain.json"  # lineage of a version trained by `emostream retrain`
 
 
 def version_order(name: str) -> tuple[bool, int, str]:
@@ -60,6 +61,11 @@ class ModelVersion:
         file = self.path / METRICS_FILE
         return json.loads(file.read_text()) if file.is_file() else {}
 
+    def lineage(self) -> dict[str, Any]:
+        """The version's ``retrain.json`` (empty for a version trained from scratch)."""
+        file = self.path / RETRAIN_FILE
+        return json.loads(file.read_text()) if file.is_file() else {}
+
     def validation_score(self) -> float | None:
         """The score promotion compares: weighted F1 on the validation split."""
         return self.metrics().get("validation", {}).get("f1_weighted")
@@ -81,11 +87,16 @@ class ModelRegistry:
             raise RegistryError(f"{self.root}: no version {name!r}")
         return ModelVersion(name, path)
 
-    def current(self) -> ModelVersion | None:
-        pointer = self.root / CURRENT_FILE
-        if not pointer.is_file():
+    def pointer(self) -> str | None:
+        """The name ``current`` holds, unchecked; None when there is no pointer (or it cannot be read)."""
+        try:
+            return (self.root / CURRENT_FILE).read_text().strip() or None
+        except OSError:
             return None
-        return self.get(pointer.read_text().strip())
+
+    def current(self) -> ModelVersion | None:
+        name = self.pointer()
+        return self.get(name) if name is not None else None
 
     def require_current(self) -> ModelVersion:
         """The serving version, or a clear error that says how to get one."""

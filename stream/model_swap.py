@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from model.registry import CURRENT_FILE, ModelRegistry
+from model.registry import ModelRegistry
 from model.runtime import ScoringRuntime, load_runtime
 from schemas.settings import Settings
 from stream.scoring import BatchScorer
@@ -46,16 +46,9 @@ class ModelWatcher:
         self.seen = scorer.model.version  # the pointer content last acted on, loaded or failed
         self._executor: ThreadPoolExecutor | None = None
 
-    def read_pointer(self) -> str | None:
-        """The version ``current`` names now; None when it cannot be read (no registry, no pointer yet)."""
-        try:
-            return (self.registry.root / CURRENT_FILE).read_text().strip() or None
-        except OSError:
-            return None
-
     async def check(self) -> bool:
         """One poll. True when a new version was loaded and will score from the next batch on."""
-        name = await asyncio.to_thread(self.read_pointer)  # a file on a stalled network volume can block
+        name = await asyncio.to_thread(self.registry.pointer)  # a file on a stalled network volume can block
         if name is None or name == self.seen:
             return False
         self.seen = name

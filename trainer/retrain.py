@@ -36,13 +36,12 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
-from model.registry import ModelRegistry, ModelVersion
+from model.registry import RETRAIN_FILE, ModelRegistry, ModelVersion
 from model.runtime import EmotionModel
 from schemas import LABELS
 from trainer.data import FEATURES, DataError
 from trainer.finetune import TrainConfig, TrainResult, fine_tune, sha256_of
 
-RETRAIN_FILE = "retrain.json"
 SNAPSHOT_FILE = "review_labels.csv"
 NO_EMOTION = "none"
 MIN_HOLDOUT = 20  # fewer held-out tweets than this cannot tell two models apart
@@ -226,16 +225,10 @@ def retrain(
     return RetrainResult(training, record)
 
 
-def read_lineage(version: ModelVersion) -> dict[str, Any]:
-    """A version's ``retrain.json`` (empty for a version trained from scratch)."""
-    file = version.path / RETRAIN_FILE
-    return json.loads(file.read_text()) if file.is_file() else {}
-
-
 def labels_since_last_round(registry: ModelRegistry) -> int:
     """Rows of the newest round's snapshot (0 before the first round): ``--watch`` counts new labels from it."""
     for version in reversed(registry.versions()):
-        lineage = read_lineage(version)
+        lineage = version.lineage()
         if lineage:
             return int(lineage["labels"]["rows"])
     return 0
