@@ -3,7 +3,7 @@
 Metrics live in a registry of the worker's own, not prometheus_client's global one, so two apps in one
 process (tests, ``up``) never collide over a name and a test sees only its own worker's figures.
 
-Counters are per process. They count in :func:`stream.app.process_batch` only once a batch's rows are in
+Counters are per process. They count in :class:`stream.pipeline.BatchPipeline` only once a batch's rows are in
 ClickHouse and its review and dead-letter records acknowledged by the broker, so in one process's
 life they match what it wrote: ``scored`` the rows of ``emotion_scores``, ``dead_lettered`` those of
 ``dead_letters``, ``reviewed`` those of ``review_queue``. A batch re-delivered after a crash (or after a
@@ -109,7 +109,7 @@ class WorkerMetrics:
         dead_lettered: int,
         reviewed: int,
         model_seconds: float,
-        insert_seconds: float,
+        insert_seconds: float | None,
         created_at: Iterable[datetime],
         written_at: float,
     ) -> None:
@@ -119,7 +119,8 @@ class WorkerMetrics:
         self.reviewed.inc(reviewed)
         self.batch_size.observe(size)
         self.model_seconds.observe(model_seconds)
-        self.insert_seconds.observe(insert_seconds)
+        if insert_seconds is not None:  # None: written in an insert already observed (several batches in one)
+            self.insert_seconds.observe(insert_seconds)
         for created in created_at:  # a clock ahead of ours would give a negative latency: 0 instead
             self.latency.observe(max(0.0, written_at - created.timestamp()))
 

@@ -1,0 +1,287 @@
+"""A worker's batches, two stages deep: batch N+1 is scored while batch N is written.
+
+The model (a GPU, or ONNX Runtime's threads on a CPU) and the write (the ClickHouse insert, then the
+broker's acknowledgements of the review and dead-letter records) wait on different things. Done one
+after the other, the model sits idle for the whole write; on a GPU, where a batch scores in a few
+milliseconds, the write was most of a batch's time. So the scorer and the sink have a thread each, and
+at most one batch is in each stage: a batch is handed to the writer only once the one before it is
+written, which bounds the memory and keeps the writes (and so the offsets) in order.
+
+Delivery stays at-least-once. Events come from ``noack_take``, which never acks by itself: a batch's
+events are acked only after its rows are in ClickHouse and its records are acknowledged by the broker,
+so Faust commits only written offsets (it commits a partition's acked offsets up to the first gap). A
+stop leaves the batch being written and the batch in hand uncommitted (withheld, see :func:`give_way`);
+what the writer finished meanwhile comes back once more and the sink leaves it out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import faust
+from faust.types import EventT, Message
+
+from schemas import DeadLetter, EmotionScore, ReviewItem
+from stream.metrics import WorkerMetrics
+from stream.scoring import BatchResult, BatchScorer, RawRecord
+from stream.shutdown import Shutdown, StopRequested
+from stream.sink import ClickHouseSink
+
+log = logging.getLogger("emostream.worker")
+T = TypeVar("T")
+STOP_POLL_SECONDS = 0.1
+MAX_QUEUED_BATCHES = 4  # scored batches waiting for the writer, and so the most that share one insert
+
+
+@dataclass
+class WorkerParts:
+    """What an agent needs besides Kafka: the scorer and the sink, a thread for each (their calls block),
+    and the shutdown they must give way to."""
+
+    scorer: BatchScorer
+    sink: ClickHouseSink
+    executor: ThreadPoolExecutor  # the scorer's thread
+    max_batch: int
+    shutdown: Shutdown = field(default_factory=lambda: Shutdown(timeout=10.0))
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)  # this worker's own registry
+    writer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="emostream-write")
+    )  # the sink's thread: one, so a batch's inserts never overtake the one before
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any, executor: Executor | None = None) -> T:
+        """``fn`` on a worker thread (the scorer's unless told); gives up waiting (StopRequested) as soon as
+        a stop is asked for."""
+        loop = asyncio.get_running_loop()
+        return await self.unless_stopping(loop.run_in_executor(executor or self.executor, fn, *args))
+
+    async def unless_stopping(self, awaitable: Awaitable[T]) -> T:
+        """Wait for ``awaitable``, or raise StopRequested as soon as a stop is asked for (it runs on)."""
+        future = asyncio.ensure_future(awaitable)
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=STOP_POLL_SECONDS)
+            if done:
+                return future.result()
+            self.shutdown.raise_if_requested()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake up (StopRequested) when a stop is asked for."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.shutdown.raise_if_requested()
+            await asyncio.sleep(min(left, STOP_POLL_SECONDS))
+        self.shutdown.raise_if_requested()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.writer.shutdown(wait=True)
+
+
+@dataclass
+class ScoredBatch:
+    """A micro-batch between the scorer and the writer: its events (to ack once written) and its rows."""
+
+    events: Sequence[EventT]
+    result: BatchResult
+    model_seconds: float
+    waited: float
+
+
+class BatchPipeline:
+    """Scores batches as they come and writes them in order behind the scorer (see the module).
+
+    When the writer falls behind (a GPU scores faster than ClickHouse takes single batches), the
+    batches scored meanwhile wait for it, up to ``max_queued``, and go in one insert: fewer, bigger
+    inserts, which is what ClickHouse wants (every insert is a part to merge). When it keeps up, each
+    batch is written alone, at once. With ``max_queued`` batches waiting, the scorer waits too.
+    """
+
+    def __init__(
+        self,
+        parts: WorkerParts,
+        review: faust.TopicT,
+        dead_letters: faust.TopicT,
+        ack: Callable[[EventT], Awaitable[Any]],
+        max_queued: int = MAX_QUEUED_BATCHES,
+    ) -> None:
+        self.parts = parts
+        self.review = review
+        self.dead_letters = dead_letters
+        self.ack = ack  # the stream's ack: the offset becomes committable, the stream's sensors see it
+        self.max_queued = max_queued
+        self.queued: list[ScoredBatch] = []  # scored, waiting for the writer
+        self.in_writer: list[ScoredBatch] = []  # being written
+        self.writer: asyncio.Task[None] | None = None
+        self.taken = asyncio.Event()  # set each time the writer takes the queue
+
+    async def submit(self, events: Sequence[EventT], waited: float = 0.0) -> None:
+        """Score ``events`` now (earlier batches may still be writing), then queue them for the writer."""
+        messages = [event.message for event in events]
+        records = [RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in messages]
+        self.parts.metrics.batch_taken(len(records))
+        started = time.perf_counter()
+        result = await self.parts.run_blocking(self.parts.scorer.score, records)
+        scored = ScoredBatch(events, result, time.perf_counter() - started, waited)
+        self._raise_if_writer_failed()
+        while len(self.queued) >= self.max_queued:  # the writer is this far behind: wait for it
+            await self._writer_progress()
+        self.queued.append(scored)
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.create_task(self._write_queued())
+            # a stop while the agent waits for records is seen by nobody else: retrieve it, so asyncio
+            # does not log it as lost (the batches are withheld and logged by the writer itself)
+            self.writer.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    async def written(self) -> None:
+        """Wait until every batch submitted is written and acked; re-raises what stopped the writer."""
+        while self.writer is not None and not self.writer.done():
+            await asyncio.wait({self.writer})
+        self._raise_if_writer_failed()
+
+    def withhold(self) -> None:
+        """Stopping: the batches being written or waiting stay uncommitted; the writer is cancelled (a write
+        already in its thread may still land: the re-delivered batch then adds nothing)."""
+        self._withhold_unwritten()
+        if self.writer is not None and not self.writer.done():
+            self.writer.cancel()
+
+    def _withhold_unwritten(self) -> None:
+        for batch in (*self.in_writer, *self.queued):
+            withhold_acks(batch.events)
+
+    def _raise_if_writer_failed(self) -> None:
+        if self.writer is not None and self.writer.done() and not self.writer.cancelled():
+            failure = self.writer.exception()
+            if failure is not None:
+                self.writer = None
+                raise failure
+
+    async def _writer_progress(self) -> None:
+        """Until the writer takes the queue (or stops, which is raised)."""
+        assert self.writer is not None
+        self.taken.clear()
+        taken = asyncio.ensure_future(self.taken.wait())
+        try:
+            await self.parts.unless_stopping(asyncio.wait({taken, self.writer}, return_when=asyncio.FIRST_COMPLETED))
+        finally:
+            taken.cancel()
+        self._raise_if_writer_failed()
+
+    async def _write_queued(self) -> None:
+        while self.queued:
+            self.in_writer, self.queued = self.queued, []
+            self.taken.set()
+            try:
+                await self._write(self.in_writer)
+            except StopRequested:
+                unwritten = [*self.in_writer, *self.queued]
+                self._withhold_unwritten()  # these and the ones queued behind: never committed, scored again
+                log.warning(
+                    "stopping: %d batch(es), %d records, being written or waiting stay uncommitted for the next worker",
+                    len(unwritten),
+                    sum(len(batch.events) for batch in unwritten),
+                )
+                raise
+            self.in_writer = []
+
+    async def _write(self, batches: Sequence[ScoredBatch]) -> None:
+        """One insert for the batches, their review and dead-letter records, then their acks, in order."""
+        parts = self.parts
+        scores = [score for batch in batches for score in batch.result.scores]
+        reviews = [item for batch in batches for item in batch.result.reviews]
+        letters = [letter for batch in batches for letter in batch.result.dead_letters]
+        started = time.perf_counter()
+        await write_until_done(parts, scores, letters, reviews)
+        written, written_at = time.perf_counter(), time.time()
+        deliveries = [await self.review.send(key=item.tweet.id.encode(), value=item) for item in reviews]
+        deliveries += [await self.dead_letters.send(key=letter.source_key, value=letter) for letter in letters]
+        await parts.unless_stopping(asyncio.gather(*deliveries))  # each resolves once the broker has it (acks=all)
+        sent = time.perf_counter()
+        for batch in batches:
+            for event in batch.events:
+                await self.ack(event)
+        # Counted only now, written and acknowledged, so the counters match the tables (a stop before this
+        # point leaves the batches uncommitted and uncounted).
+        for i, batch in enumerate(batches):
+            result = batch.result
+            parts.metrics.batch_done(
+                size=len(batch.events),
+                scored=len(result.scores),
+                dead_lettered=len(result.dead_letters),
+                reviewed=len(result.reviews),
+                model_seconds=batch.model_seconds,
+                insert_seconds=written - started if i == 0 else None,  # one insert, observed once
+                created_at=(score.created_at for score in result.scores),
+                written_at=written_at,
+            )
+        log.info(
+            "scored %d tweets in %d batch%s (%d to review, %d dead letters): "
+            "gathered %.3f s, model %.3f s, insert %.3f s, sends %.3f s",
+            len(scores),
+            len(batches),
+            "" if len(batches) == 1 else "es",
+            len(reviews),
+            len(letters),
+            sum(batch.waited for batch in batches),
+            sum(batch.model_seconds for batch in batches),
+            written - started,
+            sent - written,
+        )
+
+
+async def write_until_done(
+    parts: WorkerParts,
+    scores: Sequence[EmotionScore],
+    dead_letters: Sequence[DeadLetter] = (),
+    reviews: Sequence[ReviewItem] = (),
+    max_delay: float = 30.0,
+) -> None:
+    """Insert the batch (scores, dead letters, review items), retrying with back-off while ClickHouse is down.
+
+    The worker neither drops the batch nor commits past it: it waits, and recovers by itself. A stop
+    request ends the wait (StopRequested) and the batch stays uncommitted.
+    """
+    delay = 0.5
+    while True:
+        try:
+            await parts.run_blocking(parts.sink.write, scores, dead_letters, reviews, executor=parts.writer)
+            return
+        except StopRequested:
+            raise
+        except Exception as exc:
+            log.warning("ClickHouse write of %d rows failed (%s); retrying in %.1f s", len(scores), exc, delay)
+            await parts.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
+def withhold_acks(events: Sequence[EventT]) -> None:
+    """Mark events as acked *without* recording their offsets, so Faust will never commit them.
+
+    Faust's shutdown waits until every fetched message is acked; a withheld one counts as acked for
+    that wait, and an ack that comes later (a write that finished after all) is a no-op for it.
+    """
+    withhold_messages(event.message for event in events)
+
+
+def withhold_messages(messages: Iterable[Message]) -> None:
+    for message in messages:
+        message.acked = True
+
+
+async def give_way(app: faust.App, events: Sequence[EventT]) -> None:
+    """Stopping: leave the batch in hand, and whatever was fetched behind it, uncommitted.
+
+    Faust's shutdown waits for every fetched message to be acked (``wait_empty``); withheld messages
+    count as acked for that wait but their offsets are never recorded, so nothing past the last
+    written batch is committed and the next worker scores them. Runs until Faust cancels the agent.
+    """
+    withhold_acks(events)
+    log.warning("stopping: the batch in hand (%d records) and any fetched after it stay uncommitted", len(events))
+    while True:
+        withhold_messages(list(app.consumer.unacked))
+        await asyncio.sleep(STOP_POLL_SECONDS)

@@ -1,0 +1,201 @@
+"""The two-stage batch pipeline, without Faust: scoring overlaps the write before it, acks wait for writes.
+
+Unit tests: the model, the sink, the topics and the stream's ack are stand-ins that record when they
+are called (the real worker runs the same pipeline in tests/test_streaming.py and test_hot_swap.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stream.pipeline import BatchPipeline, WorkerParts
+from stream.review_policy import ReviewPolicy
+from stream.scoring import BatchScorer
+from stream.shutdown import Shutdown, StopRequested
+
+SURE = [0.9, 0.02, 0.02, 0.02, 0.02, 0.02]
+
+
+class Clock:
+    """Names what happened when, in one list, so tests can compare orders."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, float]] = []
+        self.lock = threading.Lock()
+
+    def mark(self, what: str) -> None:
+        with self.lock:
+            self.events.append((what, time.perf_counter()))
+
+    def at(self, what: str) -> float:
+        return next(t for name, t in self.events if name == what)
+
+
+class SlowModel:
+    version, runtime_name = "v0001", "fixed"
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        self.clock.mark(f"score {texts[0]}")
+        time.sleep(0.05)
+        return np.array([SURE for _ in texts], dtype=np.float32)
+
+
+class SlowSink:
+    def __init__(self, clock: Clock, seconds: float = 0.3, release: threading.Event | None = None) -> None:
+        self.clock, self.seconds, self.release, self.written, self.inserts = clock, seconds, release, [], []
+
+    def write(self, scores: list, dead_letters: list = (), reviews: list = ()) -> None:  # type: ignore[assignment]
+        batches = "".join(dict.fromkeys(s.tweet_id.split("-")[0] for s in scores))  # "a", or "bc" for two in one
+        self.clock.mark(f"write {batches} start")
+        if self.release is not None:
+            self.release.wait(10)
+        time.sleep(self.seconds)
+        self.written += [s.tweet_id for s in scores]
+        self.inserts.append(batches)
+        self.clock.mark(f"write {batches} end")
+
+
+def batch(name: str, size: int = 3) -> list[Any]:
+    return [
+        SimpleNamespace(
+            message=SimpleNamespace(
+                topic="tweets",
+                partition=0,
+                offset=i,
+                key=f"{name}-{i}".encode(),
+                value=json.dumps({"id": f"{name}-{i}", "text": name}).encode(),
+                timestamp=time.time(),
+                acked=False,
+            )
+        )
+        for i in range(size)
+    ]
+
+
+def pipeline_with(
+    clock: Clock, sink: SlowSink, shutdown: Shutdown, max_queued: int = 4
+) -> tuple[BatchPipeline, list[str]]:
+    parts = WorkerParts(
+        BatchScorer(SlowModel(clock), ReviewPolicy(0.6)),  # type: ignore[arg-type]
+        sink,  # type: ignore[arg-type]
+        ThreadPoolExecutor(1),
+        max_batch=3,
+        shutdown=shutdown,
+    )
+    acked: list[str] = []
+
+    async def ack(event: Any) -> None:
+        acked.append(event.message.key.decode())
+        clock.mark(f"ack {event.message.key.decode()}")
+
+    topic = SimpleNamespace(send=None)
+    return BatchPipeline(parts, topic, topic, ack=ack, max_queued=max_queued), acked  # type: ignore[arg-type]
+
+
+def test_the_next_batch_is_scored_while_the_one_before_is_written_and_acks_follow_the_writes() -> None:
+    clock = Clock()
+    sink = SlowSink(clock)
+    pipeline, acked = pipeline_with(clock, sink, Shutdown(timeout=60))
+
+    async def run() -> None:
+        await pipeline.submit(batch("a"))
+        await pipeline.submit(batch("b"))
+        await pipeline.written()
+
+    asyncio.run(run())
+    assert clock.at("score b") < clock.at("write a end")  # overlap: b scored while a was being written
+    assert clock.at("write a end") <= clock.at("ack a-0")  # acked only once written
+    assert clock.at("ack a-2") <= clock.at("write b start")  # one batch in the writer at a time, in order
+    assert acked == ["a-0", "a-1", "a-2", "b-0", "b-1", "b-2"]
+    assert sink.written == acked
+
+
+def test_a_stop_while_writing_acks_nothing_and_withholds_the_batch() -> None:
+    clock, release = Clock(), threading.Event()
+    sink = SlowSink(clock, seconds=0.0, release=release)  # the write hangs, like a ClickHouse that does not answer
+    shutdown = Shutdown(timeout=60)
+    pipeline, acked = pipeline_with(clock, sink, shutdown)
+    first, second = batch("a"), batch("b")
+
+    async def run() -> None:
+        await pipeline.submit(first)
+        await asyncio.sleep(0.2)
+        shutdown.request("SIGTERM")
+        with pytest.raises(StopRequested):  # from submit, or once b is queued behind the hanging write, here
+            await pipeline.submit(second)
+            await pipeline.written()
+
+    try:
+        asyncio.run(run())
+    finally:
+        release.set()
+        shutdown.done()
+    assert acked == []
+    # withheld: counts as acked for Faust's shutdown, offsets never recorded, so never committed (a b that
+    # submit refused is the agent's to withhold: give_way)
+    assert all(event.message.acked for event in first)
+    assert [name for name, _ in clock.events if name.endswith("start")] == ["write a start"]  # b never written
+
+
+def test_batches_scored_while_the_writer_is_behind_share_one_insert_in_order() -> None:
+    clock = Clock()
+    sink = SlowSink(clock)
+    pipeline, acked = pipeline_with(clock, sink, Shutdown(timeout=60))
+
+    async def run() -> None:
+        for name in "abc":
+            await pipeline.submit(batch(name))  # b and c are scored while a is written
+        await pipeline.written()
+
+    asyncio.run(run())
+    assert sink.inserts == ["a", "bc"]
+    assert acked == [f"{name}-{i}" for name in "abc" for i in range(3)]
+    assert clock.at("write a end") <= clock.at("ack a-0") <= clock.at("write bc start")
+
+
+def test_the_scorer_waits_when_max_queued_batches_wait_for_the_writer() -> None:
+    clock = Clock()
+    sink = SlowSink(clock)
+    pipeline, acked = pipeline_with(clock, sink, Shutdown(timeout=60), max_queued=1)
+
+    async def run() -> None:
+        await pipeline.submit(batch("a"))  # to the writer
+        await pipeline.submit(batch("b"))  # waits: the one place in the queue
+        await pipeline.submit(batch("c"))  # must wait until the writer takes b
+        clock.mark("c queued")
+        await pipeline.written()
+
+    asyncio.run(run())
+    assert clock.at("write b start") <= clock.at("c queued")
+    assert sink.inserts == ["a", "b", "c"]
+    assert acked == [f"{name}-{i}" for name in "abc" for i in range(3)]
+
+
+LOOP_PROBE = """
+import asyncio, sys
+from stream.worker import use_event_loop
+chosen = use_event_loop(sys.argv[1])
+print(chosen, type(asyncio.new_event_loop()).__module__.split(".")[0])
+"""
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("uvloop", "uvloop uvloop"), ("asyncio", "asyncio asyncio")])
+def test_the_worker_runs_faust_on_the_event_loop_its_setting_names(setting: str, expected: str) -> None:
+    """In a fresh interpreter: the choice sets the policy every new loop (Faust's consumer thread's too) uses."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", LOOP_PROBE, setting], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[-2] == expected
