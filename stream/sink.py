@@ -8,6 +8,7 @@ runs them in an executor thread, never on the event loop.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.insert import InsertContext
 from pydantic import BaseModel
 
 from model.registry import version_order
@@ -91,9 +93,15 @@ class ClickHouseSink:
         if path is not None:
             path.mkdir(parents=True, exist_ok=True)
         self.client = clickhouse_connect.get_client(dsn=dsn)
+        # One insert context per table, reused: clickhouse-connect otherwise asks the server for the
+        # column types (DESCRIBE TABLE) before every insert, one more query per table per batch. Contexts
+        # are not thread-safe, hence the lock; any schema change or failed insert drops them.
+        self._contexts: dict[tuple[str, tuple[str, ...]], InsertContext] = {}
+        self._insert_lock = threading.Lock()
 
     def apply_schema(self) -> None:
         """Idempotent: every statement is ``CREATE ... IF NOT EXISTS``."""
+        self._contexts.clear()  # an ALTER in the DDL may have changed a column's type
         for statement in ddl_statements():
             try:
                 self.client.command(statement)
@@ -207,7 +215,18 @@ class ClickHouseSink:
             for column, name in zip(columns, names, strict=True):
                 value = row[name] if isinstance(row, dict) else getattr(row, name)
                 column.append(value.astimezone(UTC) if isinstance(value, datetime) else value)
-        self.client.insert(table, columns, column_names=list(names), column_oriented=True)
+        key = (table, tuple(names))
+        with self._insert_lock:
+            context = self._contexts.get(key)
+            if context is None:
+                context = self.client.create_insert_context(table, list(names), column_oriented=True)
+            context.data = columns
+            try:
+                self.client.insert(context=context)
+            except Exception:
+                self._contexts.pop(key, None)  # the next try asks the server again (a dropped or changed table)
+                raise
+            self._contexts[key] = context
 
     def _with_schema(self, tables: str | tuple[str, ...], write: Callable[[], None]) -> None:
         try:
