@@ -86,6 +86,7 @@ SERVING_FIELDS = (
     "session_timeout",
     "heartbeat_interval",
     "fetch_max_wait",
+    "event_loop",
     "web_host",
     "web_port",
     "web_token",
