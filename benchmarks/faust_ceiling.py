@@ -1,0 +1,128 @@
+"""The stream framework's own ceiling: how fast Faust alone hands records to an agent that does nothing.
+
+``benchmarks/throughput.py`` measures the worker's machinery (Kafka, Faust, parsing, the ClickHouse
+insert, the review sends) with the model taken out. This script takes the rest out too: a Faust app
+with the worker's consumer settings (raw bytes, the same stream buffer and fetch wait) and one agent
+that takes micro-batches with ``noack_take``, as the worker does, and only acks them. Whatever the
+worker carries per second can never exceed this figure on the same machine, so the two side by side
+say how much of the machinery's time is Faust's.
+
+The records are in the topic before the app starts (a backlog, as in ``machinery_tps``); timed from
+the first batch to the last record, in the app's process.
+
+Usage: python benchmarks/faust_ceiling.py [--n 10000] [--batch 512] [--runs 3] [--out ceiling.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from schemas.settings import load_settings  # noqa: E402
+from stream.broker import EmbeddedBroker  # noqa: E402
+from stream.ingest import produce, replay_tweets  # noqa: E402
+from stream.topics import ensure_topics  # noqa: E402
+from trainer.data import load_emotion  # noqa: E402
+
+
+def serve(bootstrap: str, topic: str, n: int, batch: int, result: Path, datadir: Path) -> None:
+    """The app: take batches like the worker's agent, ack them, write the seconds taken once ``n`` are in."""
+    import faust
+
+    from stream.app import STREAM_BUFFER_EVENTS, limit_fetch_wait
+
+    settings = load_settings()
+    limit_fetch_wait(int(settings.fetch_max_wait * 1000))
+    app = faust.App(
+        f"ceiling-{topic}",
+        broker=f"kafka://{bootstrap}",
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        topic_disable_leader=True,
+        stream_buffer_maxsize=STREAM_BUFFER_EVENTS,
+        web_enabled=False,
+        datadir=str(datadir),
+    )
+    tweets = app.topic(topic, key_type=bytes, value_type=bytes)
+    seen: list[float] = []
+
+    @app.agent(tweets)
+    async def take_and_ack(stream: faust.StreamT) -> None:
+        count = first = 0
+        async for events in stream.noack_take(batch, within=settings.max_wait):
+            if not seen:
+                seen.append(time.perf_counter())
+                first = len(events)
+            count += len(events)
+            for event in events:
+                await stream.ack(event)
+            if count >= n:
+                result.write_text(json.dumps({"seconds": time.perf_counter() - seen[0], "first_batch": first}))
+                os._exit(0)
+
+    sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+    app.main()
+
+
+def measure(bootstrap: str, texts: list[str], batch: int, tmp: Path) -> float:
+    topic = f"ceiling-{uuid.uuid4().hex[:8]}"
+    asyncio.run(ensure_topics(bootstrap, [topic], load_settings().partitions))
+    tweets = ((i, t) for i, t in enumerate(replay_tweets(texts, "test", ["acme"], topic), 1))
+    asyncio.run(produce(bootstrap, topic, tweets, progress=False))
+    result = tmp / f"{topic}.json"
+    command = [sys.executable, __file__, "--serve", bootstrap, topic, str(len(texts)), str(batch), str(result)]
+    subprocess.run(command, check=True, timeout=300, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    measured = json.loads(result.read_text())
+    # like machinery_tps: the first batch (the group join, the process's start) is in neither count nor time
+    return (len(texts) - measured["first_batch"]) / measured["seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=10000, help="records per run")
+    parser.add_argument("--batch", type=int, help="micro-batch size (default: EMOSTREAM_MAX_BATCH)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--serve", nargs=5, help=argparse.SUPPRESS)  # the app's own process
+    args = parser.parse_args()
+    if args.serve:
+        bootstrap, topic, n, batch, result = args.serve
+        serve(bootstrap, topic, int(n), int(batch), Path(result), Path(result).with_suffix(".faust"))
+        return
+
+    settings = load_settings()
+    batch = args.batch or settings.max_batch
+    test = load_emotion(settings.data)["test"]["text"]
+    texts = [test[i % len(test)] for i in range(args.n)]
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
+        rates = [measure(broker.bootstrap, texts, batch, Path(tmp)) for _ in range(args.runs)]
+    results = {"n": args.n, "batch": batch, "runs": rates, "faust_only_tps": statistics.median(rates)}
+    table = Table(title=f"Faust alone: take and ack, {args.n} records in batches of {batch}")
+    table.add_column("run")
+    table.add_column("records/s", justify="right")
+    for i, rate in enumerate(rates, 1):
+        table.add_row(str(i), f"{rate:,.0f}")
+    table.add_row("median", f"{results['faust_only_tps']:,.0f}")
+    Console().print(table)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
