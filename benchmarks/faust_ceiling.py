@@ -2,7 +2,7 @@
 
 ``benchmarks/throughput.py`` measures the worker's machinery (Kafka, Faust, parsing, the ClickHouse
 insert, the review sends) with the model taken out. This script takes the rest out too: a Faust app
-with the worker's consumer settings (raw bytes, the same stream buffer and fetch wait) and one agent
+with the worker's consumer settings (raw bytes, the same stream buffer, fetch wait and event loop) and one agent
 that takes micro-batches with ``noack_take``, as the worker does, and only acks them. Whatever the
 worker carries per second can never exceed this figure on the same machine, so the two side by side
 say how much of the machinery's time is Faust's.
@@ -45,8 +45,10 @@ def serve(bootstrap: str, topic: str, n: int, batch: int, result: Path, datadir:
     import faust
 
     from stream.app import STREAM_BUFFER_EVENTS, limit_fetch_wait
+    from stream.worker import use_event_loop
 
     settings = load_settings()
+    use_event_loop(settings.event_loop)  # the worker's loop (EMOSTREAM_EVENT_LOOP=asyncio for asyncio's own)
     limit_fetch_wait(int(settings.fetch_max_wait * 1000))
     app = faust.App(
         f"ceiling-{topic}",
