@@ -102,7 +102,8 @@ def test_a_session_cookie_opens_its_scope_and_state_changes_need_the_csrf_token(
     assert guard.decide("POST", "/review/api/label", host, cookies) == Refusal(
         403, "missing or wrong X-CSRF-Token (reload the page)"
     )
-    assert guard.decide("POST", "/review/api/label", {**host, "X-CSRF-Token": csrf[:-1] + "0"}, cookies).status == 403  # type: ignore[union-attr]
+    tampered = csrf[:-1] + ("1" if csrf.endswith("0") else "0")  # one character off (never the token itself)
+    assert guard.decide("POST", "/review/api/label", {**host, "X-CSRF-Token": tampered}, cookies).status == 403  # type: ignore[union-attr]
     assert isinstance(guard.decide("POST", "/review/api/label", {**host, "X-CSRF-Token": csrf}, cookies), Principal)
     # a reviewer's session opens the review and trends pages, nothing else
     assert isinstance(guard.decide("GET", "/trends/api", host, cookies), Principal)
