@@ -1,17 +1,18 @@
-"""A worker's batches, two stages deep: batch N+1 is scored while batch N is written.
+"""A worker's batches in two stages: batch N+1 is scored while batch N is written.
 
 The model (a GPU, or ONNX Runtime's threads on a CPU) and the write (the ClickHouse insert, then the
 broker's acknowledgements of the review and dead-letter records) wait on different things. Done one
 after the other, the model sits idle for the whole write; on a GPU, where a batch scores in a few
-milliseconds, the write was most of a batch's time. So the scorer and the sink have a thread each, and
-at most one batch is in each stage: a batch is handed to the writer only once the one before it is
-written, which bounds the memory and keeps the writes (and so the offsets) in order.
+milliseconds, the write was most of a batch's time. So the scorer and the sink have a thread each.
+Scored batches wait for the writer in order; when it falls behind, those waiting go in one insert, and
+when ``max_queued`` wait, the scorer waits too, which bounds the memory. One writer, in order, keeps
+the offsets in order.
 
 Delivery stays at-least-once. Events come from ``noack_take``, which never acks by itself: a batch's
 events are acked only after its rows are in ClickHouse and its records are acknowledged by the broker,
-so Faust commits only written offsets (it commits a partition's acked offsets up to the first gap). A
-stop leaves the batch being written and the batch in hand uncommitted (withheld, see :func:`give_way`);
-what the writer finished meanwhile comes back once more and the sink leaves it out.
+so Faust commits only written offsets. A stop leaves the batches being written or waiting, and the
+batch in hand, uncommitted (withheld, see :func:`give_way`); what the writer finished meanwhile comes
+back once more and the sink leaves it out.
 """
 
 from __future__ import annotations
