@@ -16,7 +16,10 @@
 3c. ``machinery_live_tps``: the same worker fed live by this benchmark's producer as in 3, which on a
    two-core machine takes CPU from the worker and the broker that a deployment's producers would not;
 4. end-to-end latency (created_at at send -> scored_at) at half the model's capacity;
-5. test-split accuracy of the fp32 model and of the served runtime.
+5. test-split accuracy of the fp32 model and of the served runtime;
+6. ``model_only_after_tps``: the model alone again, after the streaming runs. This machine's speed drifts
+   by up to ~20% over minutes (the same process measured 1,130 and 950 tweets/s half an hour apart), so
+   the ratios above carry that noise; the two model-only figures bracketing them show how much.
 
 Usage: python benchmarks/throughput.py [--n 2000] [--out results.json] [--registry models]
 """
@@ -261,6 +264,7 @@ def main() -> None:
         finally:
             machinery.stop()
 
+    results["model_only_after_tps"] = model_only(served, texts, batch)
     results["ratio"] = float(results["pipeline_tps"]) / float(results["model_only_tps"])  # type: ignore[arg-type]
     results["speedup_vs_per_tweet"] = float(results["model_only_tps"]) / float(results["per_tweet_pipeline_tps"])  # type: ignore[arg-type]
     results["machinery_over_model_only"] = float(results["machinery_tps"]) / float(results["model_only_tps"])  # type: ignore[arg-type]
