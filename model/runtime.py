@@ -94,8 +94,14 @@ class ScoringRuntime:
             raise ValueError(f"{self.model_dir}: the model's labels {labels} are not {list(LABELS)}")
 
     @property
-    def version(self) -> str:
+    def registry_version(self) -> str:
+        """The registry version this runtime serves (its directory's name): what hot swap compares."""
         return self.model_dir.name
+
+    @property
+    def version(self) -> str:
+        """What the rows it scores record as their model version."""
+        return self.registry_version
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Probabilities of shape ``(len(texts), 6)`` in the order of :data:`schemas.LABELS`."""
@@ -194,7 +200,10 @@ class FixedProbabilities(ScoringRuntime):
     GPU worker, which scores tens of times faster than a CPU, would be held to). Each text gets a valid
     distribution chosen by a CRC of the text (stable across processes and re-deliveries): the top label
     and its probability vary, so rows differ and some fall under the review threshold, as real ones do.
-    The version is the model directory's name, like any runtime's; nothing is loaded but its config.
+    Nothing is loaded but the version's config. Its rows record ``vNNNN+benchmark-fixed`` as their model
+    version, so they can never pass for the real version's in ClickHouse, and a real score of the same
+    tweet outranks them in the trends (:func:`model.registry.version_order` puts any such name below
+    every registry version).
     """
 
     runtime_name = FIXED_RUNTIME
@@ -208,6 +217,10 @@ class FixedProbabilities(ScoringRuntime):
         labels = [config.id2label[i] for i in range(config.num_labels)]
         if tuple(labels) != LABELS:
             raise ValueError(f"{self.model_dir}: the model's labels {labels} are not {list(LABELS)}")
+
+    @property
+    def version(self) -> str:
+        return f"{self.registry_version}+{FIXED_RUNTIME}"
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         n = len(LABELS)

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
         "auto",
         description="model runtime; auto: the fastest one the version's serving check accepted. benchmark-fixed: "
         "no model, fixed probabilities, for measuring the stream machinery (benchmarks/throughput.py), never "
-        "for serving",
+        "for serving (its rows record vNNNN+benchmark-fixed as their version)",
     )
     torch_threads: int = Field(0, ge=0, description="threads for torch and ONNX Runtime; 0: torch's default")
     # streaming

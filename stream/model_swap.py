@@ -35,6 +35,11 @@ log = logging.getLogger("emostream.worker")
 Loader = Callable[[Settings, Path], ScoringRuntime]
 
 
+def registry_version(model: ScoringRuntime) -> str:
+    """The registry version a runtime serves; its rows may record more (``benchmark-fixed`` marks its own)."""
+    return getattr(model, "registry_version", model.version)
+
+
 class ModelWatcher:
     """Polls ``current``; on a new name, loads that version off the loop and swaps it into the scorer."""
 
@@ -43,7 +48,7 @@ class ModelWatcher:
         self.scorer = scorer
         self.loader = loader
         self.registry = ModelRegistry(settings.registry)
-        self.seen = scorer.model.version  # the pointer content last acted on, loaded or failed
+        self.seen = registry_version(scorer.model)  # the pointer content last acted on, loaded or failed
         self._executor: ThreadPoolExecutor | None = None
 
     async def check(self) -> bool:
@@ -52,7 +57,7 @@ class ModelWatcher:
         if name is None or name == self.seen:
             return False
         self.seen = name
-        serving = self.scorer.model.version
+        serving = registry_version(self.scorer.model)
         if name == serving:  # pointed back at the version in use, e.g. after a broken one was promoted
             log.info("model %s: the registry points at the version already serving", name)
             return False

@@ -29,7 +29,8 @@ def version_dir(tmp_path: Path) -> Path:
 def test_fixed_probabilities_are_valid_varied_and_stable(version_dir: Path) -> None:
     model = build_runtime(FIXED_RUNTIME, version_dir)
     assert isinstance(model, FixedProbabilities)
-    assert model.runtime_name == "benchmark-fixed" and model.version == "v0007"
+    assert model.runtime_name == "benchmark-fixed" and model.registry_version == "v0007"
+    assert model.version == "v0007+benchmark-fixed"  # what its rows record: never the real version's name
     probabilities = model.predict_proba(TEXTS)
     assert probabilities.shape == (len(TEXTS), len(LABELS))
     assert np.all(probabilities > 0) and np.all(probabilities < 1)
@@ -52,7 +53,7 @@ def test_fixed_runtime_feeds_the_scorer(version_dir: Path) -> None:
     result = BatchScorer(build_runtime(FIXED_RUNTIME, version_dir), 0.6).score(records)
     assert len(result.scores) == len(records) and len(result.dead_letters) == 0
     for score in result.scores:
-        assert score.model_version == "v0007" and score.label in LABELS
+        assert score.model_version == "v0007+benchmark-fixed" and score.label in LABELS
         assert 0 <= score.margin <= score.confidence <= 1
         assert score.confidence == max(score.probabilities())
 
@@ -78,3 +79,23 @@ def test_refuses_a_model_with_other_labels(tmp_path: Path) -> None:
     BertConfig(num_labels=2).save_pretrained(tmp_path / "other")
     with pytest.raises(ValueError, match="labels"):
         FixedProbabilities(tmp_path / "other")
+
+
+def test_its_rows_rank_below_every_registry_version_and_hot_swap_sees_the_version_it_serves(
+    version_dir: Path,
+) -> None:
+    import asyncio
+
+    from model.registry import version_order
+    from stream.model_swap import ModelWatcher
+
+    model = build_runtime(FIXED_RUNTIME, version_dir)
+    # a tweet also scored by a real model counts as the real model's in the trends (newest wins)
+    assert version_order(model.version) < version_order("v0001") < version_order("v0007")
+    # serving v0007 without a model: `current` = v0007 is the version in use, nothing to reload
+    (version_dir.parent / "current").write_text("v0007\n")
+    loads: list[Path] = []
+    watcher = ModelWatcher(
+        Settings(registry=version_dir.parent), BatchScorer(model, 0.6), loader=lambda s, path: loads.append(path)
+    )
+    assert asyncio.run(watcher.check()) is False and loads == []
