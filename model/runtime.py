@@ -81,13 +81,15 @@ class ScoringRuntime:
     """
 
     runtime_name = "base"
+    needs_tokenizer = True  # FixedProbabilities scores without one
 
     def __init__(self, model_dir: str | Path, batch_size: int = 16, max_length: int = 128) -> None:
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
         self.max_length = max_length
         self.device = torch.device("cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        if self.needs_tokenizer:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         config = AutoConfig.from_pretrained(self.model_dir)
         labels = [config.id2label[i] for i in range(config.num_labels)]
         if tuple(labels) != LABELS:
@@ -207,16 +209,7 @@ class FixedProbabilities(ScoringRuntime):
     """
 
     runtime_name = FIXED_RUNTIME
-
-    def __init__(self, model_dir: str | Path, batch_size: int = 16, max_length: int = 128) -> None:
-        self.model_dir = Path(model_dir)
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.device = torch.device("cpu")
-        config = AutoConfig.from_pretrained(self.model_dir)
-        labels = [config.id2label[i] for i in range(config.num_labels)]
-        if tuple(labels) != LABELS:
-            raise ValueError(f"{self.model_dir}: the model's labels {labels} are not {list(LABELS)}")
+    needs_tokenizer = False
 
     @property
     def version(self) -> str:
