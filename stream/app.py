@@ -20,6 +20,7 @@ from faust.types import EventT
 
 from schemas.settings import Settings
 from stream.codecs import register_codecs
+from stream.eager_delivery import EagerDeliveryApp
 from stream.model_swap import ModelWatcher
 from stream.pipeline import BatchPipeline, WorkerParts, give_way, withhold_acks
 from stream.shutdown import StopRequested
@@ -56,7 +57,7 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
 def create_app(settings: Settings, bootstrap: str, parts: WorkerParts, web_port: int) -> faust.App:
     register_codecs()
     limit_fetch_wait(int(settings.fetch_max_wait * 1000))
-    app = faust.App(
+    app = EagerDeliveryApp(
         settings.group_id,
         broker=f"kafka://{bootstrap}",
         key_serializer="raw",

@@ -13,6 +13,7 @@ import numpy as np
 
 from schemas.settings import Settings
 from stream.app import WorkerParts, create_app
+from stream.eager_delivery import EagerDelivery
 from stream.review_policy import ReviewPolicy
 from stream.scoring import BatchScorer
 
@@ -101,4 +102,5 @@ def test_settings_reach_the_faust_app(tmp_path: Any) -> None:
     parts = WorkerParts(BatchScorer(FixedModel(), 0.6), FlakySink(), ThreadPoolExecutor(1), 4)  # type: ignore[arg-type]
     app = create_app(Settings(home=tmp_path, session_timeout=2, heartbeat_interval=0.5), "h:1", parts, 7001)
     assert app.conf.broker_session_timeout == 2 and app.conf.producer_acks == -1
+    assert issubclass(app.transport.Consumer, EagerDelivery)  # records delivered without 4 tasks each
     assert [t.get_topic_name() for t in (app.review_topic, app.dead_letter_topic)] == ["tweets.review", "tweets.dlq"]  # type: ignore[attr-defined]
