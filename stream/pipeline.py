@@ -1,18 +1,19 @@
-"""A worker's batches in two stages: batch N+1 is scored while batch N is written.
+"""A worker's batches in three stages: batch N+1 is gathered while N is scored and N-1 written.
 
-The model (a GPU, or ONNX Runtime's threads on a CPU) and the write (the ClickHouse insert, then the
-broker's acknowledgements of the review and dead-letter records) wait on different things. Done one
-after the other, the model sits idle for the whole write; on a GPU, where a batch scores in a few
-milliseconds, the write was most of a batch's time. So the scorer and the sink have a thread each.
-Scored batches wait for the writer in order; when it falls behind, those waiting go in one insert, and
-when ``max_queued`` wait, the scorer waits too, which bounds the memory. One writer, in order, keeps
-the offsets in order.
+The agent (Faust's per-record work on the event loop), the model (a GPU, or ONNX Runtime's threads on a
+CPU) and the write (the ClickHouse insert, then the broker's acknowledgements of the review and
+dead-letter records) wait on different things. Done one after the other, the model sat idle while the
+next batch was gathered and while the last one was written; on a GPU, where a batch scores in a few
+milliseconds, those were most of a batch's time. So the scorer and the sink have a thread each, and the
+agent gathers the next batch while the scorer works. Scored batches wait for the writer in order; when
+it falls behind, those waiting go in one insert, and when ``max_queued`` wait, the scorer waits too,
+which bounds the memory. One scorer and one writer, in order, keep the offsets in order.
 
 Delivery stays at-least-once. Events come from ``noack_take``, which never acks by itself: a batch's
 events are acked only after its rows are in ClickHouse and its records are acknowledged by the broker,
-so Faust commits only written offsets. A stop leaves the batches being written or waiting, and the
-batch in hand, uncommitted (withheld, see :func:`give_way`); what the writer finished meanwhile comes
-back once more and the sink leaves it out.
+so Faust commits only written offsets. A stop leaves the batches being scored, written or waiting, and
+the batch in hand, uncommitted (withheld, see :func:`give_way`); what the writer finished meanwhile
+comes back once more and the sink leaves it out.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from faust.types import EventT, Message
 
 from schemas import DeadLetter, EmotionScore, ReviewItem
 from stream.metrics import WorkerMetrics
-from stream.scoring import BatchResult, BatchScorer, RawRecord
+from stream.scoring import BatchResult, BatchScorer
 from stream.shutdown import Shutdown, StopRequested
 from stream.sink import ClickHouseSink
 
@@ -94,7 +95,7 @@ class ScoredBatch:
 
 
 class BatchPipeline:
-    """Scores batches as they come and writes them in order behind the scorer (see the module).
+    """Scores batches as they come, one at a time, and writes them in order behind the scorer (see the module).
 
     When the writer falls behind (a GPU scores faster than ClickHouse takes single batches), the
     batches scored meanwhile wait for it, up to ``max_queued``, and go in one insert: fewer, bigger
@@ -117,13 +118,53 @@ class BatchPipeline:
         self.max_queued = max_queued
         self.queued: list[ScoredBatch] = []  # scored, waiting for the writer
         self.in_writer: list[ScoredBatch] = []  # being written
+        self.in_scorer: Sequence[EventT] = ()  # being scored, or scored and waiting for room in the queue
+        self.scoring: asyncio.Task[None] | None = None
         self.writer: asyncio.Task[None] | None = None
         self.taken = asyncio.Event()  # set each time the writer takes the queue
 
     async def submit(self, events: Sequence[EventT], waited: float = 0.0) -> None:
-        """Score ``events`` now (earlier batches may still be writing), then queue them for the writer."""
-        messages = [event.message for event in events]
-        records = [RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in messages]
+        """Start scoring ``events`` and return, so the agent gathers the next batch while this one is scored.
+
+        Waits first for the batch before to leave the scorer (one batch in it at a time), and raises what
+        stopped that one. Gathering a batch is Faust's per-record work on the event loop (5-10 ms for 512
+        records here); done after the scoring instead of beside it, the model sat idle for it at every
+        batch, which on a GPU is a large share of a batch's time.
+        """
+        await self.scored()
+        self.in_scorer = events
+        self.scoring = asyncio.create_task(self._score(events, waited), name="emostream scorer")
+        self.scoring.add_done_callback(_retrieve)  # a stop is raised to whoever waits next, or withheld
+
+    async def scored(self) -> None:
+        """Until the batch in the scorer is scored and queued for the writer; re-raises what stopped it."""
+        if self.scoring is not None:
+            scoring = self.scoring
+            await asyncio.wait({scoring})
+            if self.scoring is scoring:
+                self.scoring = None
+            scoring.result()
+
+    async def written(self) -> None:
+        """Wait until every batch submitted is written and acked; re-raises what stopped the scorer or writer."""
+        await self.scored()
+        while self.writer is not None and not self.writer.done():
+            await asyncio.wait({self.writer})
+        self._raise_if_writer_failed()
+
+    def withhold(self) -> None:
+        """Stopping: the batches being scored, written or waiting stay uncommitted; the scorer's wait and the
+        writer are cancelled (a write already in its thread may still land: the re-delivered batch then
+        adds nothing)."""
+        withhold_acks(self.in_scorer)
+        self._withhold_unwritten()
+        for task in (self.scoring, self.writer):
+            if task is not None and not task.done():
+                task.cancel()
+
+    async def _score(self, events: Sequence[EventT], waited: float) -> None:
+        """Score a batch on the scorer's thread, then queue it for the writer (waiting while ``max_queued`` wait)."""
+        records = [event.message for event in events]  # Faust's messages are ConsumedRecords as they are
         self.parts.metrics.batch_taken(len(records))
         started = time.perf_counter()
         result = await self.parts.run_blocking(self.parts.scorer.score, records)
@@ -132,24 +173,10 @@ class BatchPipeline:
         while len(self.queued) >= self.max_queued:  # the writer is this far behind: wait for it
             await self._writer_progress()
         self.queued.append(scored)
+        self.in_scorer = ()
         if self.writer is None or self.writer.done():
-            self.writer = asyncio.create_task(self._write_queued())
-            # a stop while the agent waits for records is seen by nobody else: retrieve it, so asyncio
-            # does not log it as lost (the batches are withheld and logged by the writer itself)
-            self.writer.add_done_callback(lambda task: task.cancelled() or task.exception())
-
-    async def written(self) -> None:
-        """Wait until every batch submitted is written and acked; re-raises what stopped the writer."""
-        while self.writer is not None and not self.writer.done():
-            await asyncio.wait({self.writer})
-        self._raise_if_writer_failed()
-
-    def withhold(self) -> None:
-        """Stopping: the batches being written or waiting stay uncommitted; the writer is cancelled (a write
-        already in its thread may still land: the re-delivered batch then adds nothing)."""
-        self._withhold_unwritten()
-        if self.writer is not None and not self.writer.done():
-            self.writer.cancel()
+            self.writer = asyncio.create_task(self._write_queued(), name="emostream writer")
+            self.writer.add_done_callback(_retrieve)  # the batches are withheld and logged by the writer itself
 
     def _withhold_unwritten(self) -> None:
         for batch in (*self.in_writer, *self.queued):
@@ -258,6 +285,20 @@ async def write_until_done(
             log.warning("ClickHouse write of %d rows failed (%s); retrying in %.1f s", len(scores), exc, delay)
             await parts.sleep(delay)
             delay = min(delay * 2, max_delay)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a scorer's or writer's exception retrieved, and log a failure now rather than at the next batch.
+
+    It is raised again to the agent at its next ``submit`` (or ``written``); a stop while the agent waits
+    for records is seen by nobody else, and asyncio would log it as lost (what it stopped is withheld and
+    logged where it happened).
+    """
+    if task.cancelled():
+        return
+    failure = task.exception()
+    if failure is not None and not isinstance(failure, StopRequested):
+        log.error("%s failed: %r; the batches in it stay uncommitted", task.get_name(), failure)
 
 
 def withhold_acks(events: Sequence[EventT]) -> None:

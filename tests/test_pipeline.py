@@ -43,12 +43,13 @@ class Clock:
 class SlowModel:
     version, runtime_name = "v0001", "fixed"
 
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
+    def __init__(self, clock: Clock, seconds: float = 0.05) -> None:
+        self.clock, self.seconds = clock, seconds
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         self.clock.mark(f"score {texts[0]}")
-        time.sleep(0.05)
+        time.sleep(self.seconds)
+        self.clock.mark(f"scored {texts[0]}")
         return np.array([SURE for _ in texts], dtype=np.float32)
 
 
@@ -85,10 +86,10 @@ def batch(name: str, size: int = 3) -> list[Any]:
 
 
 def pipeline_with(
-    clock: Clock, sink: SlowSink, shutdown: Shutdown, max_queued: int = 4
+    clock: Clock, sink: SlowSink, shutdown: Shutdown, max_queued: int = 4, model_seconds: float = 0.05
 ) -> tuple[BatchPipeline, list[str]]:
     parts = WorkerParts(
-        BatchScorer(SlowModel(clock), ReviewPolicy(0.6)),  # type: ignore[arg-type]
+        BatchScorer(SlowModel(clock, model_seconds), ReviewPolicy(0.6)),  # type: ignore[arg-type]
         sink,  # type: ignore[arg-type]
         ThreadPoolExecutor(1),
         max_batch=3,
@@ -171,16 +172,56 @@ def test_the_scorer_waits_when_max_queued_batches_wait_for_the_writer() -> None:
     pipeline, acked = pipeline_with(clock, sink, Shutdown(timeout=60), max_queued=1)
 
     async def run() -> None:
-        await pipeline.submit(batch("a"))  # to the writer
-        await pipeline.submit(batch("b"))  # waits: the one place in the queue
-        await pipeline.submit(batch("c"))  # must wait until the writer takes b
-        clock.mark("c queued")
+        for name in "abcd":  # a to the writer; b waits in the one place in the queue; c scored, held
+            await pipeline.submit(batch(name))
         await pipeline.written()
 
     asyncio.run(run())
-    assert clock.at("write b start") <= clock.at("c queued")
-    assert sink.inserts == ["a", "b", "c"]
-    assert acked == [f"{name}-{i}" for name in "abc" for i in range(3)]
+    # c could only be queued once the writer took b, and d scored only once c left the scorer
+    assert clock.at("write b start") <= clock.at("score d")
+    assert sink.inserts == ["a", "b", "c", "d"]  # one waiting at a time: none to share an insert with
+    assert acked == [f"{name}-{i}" for name in "abcd" for i in range(3)]
+
+
+def test_submit_returns_while_its_batch_is_scored_so_the_agent_gathers_the_next_meanwhile() -> None:
+    clock = Clock()
+    pipeline, acked = pipeline_with(clock, SlowSink(clock, seconds=0.0), Shutdown(timeout=60))
+
+    async def run() -> None:
+        await pipeline.submit(batch("a"))
+        clock.mark("a submitted")
+        await pipeline.submit(batch("b"))  # waits for a to leave the scorer: one batch in it at a time
+        clock.mark("b submitted")
+        await pipeline.written()
+
+    asyncio.run(run())
+    assert clock.at("a submitted") < clock.at("scored a")  # back to the agent before the model finished a
+    assert clock.at("scored a") <= clock.at("score b") <= clock.at("b submitted") + 0.04
+    assert clock.at("b submitted") < clock.at("scored b")
+    assert acked == [f"{name}-{i}" for name in "ab" for i in range(3)]
+
+
+def test_a_stop_while_a_batch_is_scored_withholds_it_and_raises_at_the_next_submit() -> None:
+    clock = Clock()
+    shutdown = Shutdown(timeout=60)
+    pipeline, acked = pipeline_with(clock, SlowSink(clock, seconds=0.0), shutdown, model_seconds=0.5)
+    first, second = batch("a"), batch("b")
+
+    async def run() -> None:
+        await pipeline.submit(first)  # scoring for 0.5 s; the scorer's wait sees a stop within 0.1 s
+        shutdown.request("SIGTERM")
+        with pytest.raises(StopRequested):
+            await pipeline.submit(second)
+        pipeline.withhold()  # what the agent does on StopRequested (and give_way for the batch in hand)
+
+    try:
+        asyncio.run(run())
+    finally:
+        shutdown.done()
+    assert acked == []
+    assert all(event.message.acked for event in first)  # withheld: never committed
+    assert not any(event.message.acked for event in second)  # never taken in: the agent's to withhold
+    assert not [name for name, _ in clock.events if name.startswith("write")]
 
 
 LOOP_PROBE = """
