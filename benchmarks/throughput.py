@@ -1,7 +1,11 @@
 """Throughput and latency of the scoring path, all measured in one run on this machine.
 
 1. model only: the served runtime (``emostream``'s default, e.g. int8 on a CPU where its accuracy check
-   passed) scoring the tweets in the worker's micro-batches;
+   passed) scoring the tweets in the worker's micro-batches, measured right before the pipeline's worker
+   starts and again right after it stops (``model_only_before_tps``, ``model_only_after_tps``);
+   ``model_only_tps`` is their mean. This machine's speed drifts by up to ~20% over minutes (the same
+   process measured 1,130 and 950 tweets/s half an hour apart, and 922 then 1,139 two minutes apart), so
+   the pipeline is compared with the model measured on either side of it, not minutes before;
 2. per-tweet baseline: a transformers ``pipeline("text-classification")`` called once per tweet, the
    way its documentation shows;
 3. the whole pipeline: tweets produced to a real (embedded) broker, a real ``emostream worker`` process,
@@ -16,10 +20,7 @@
 3c. ``machinery_live_tps``: the same worker fed live by this benchmark's producer as in 3, which on a
    two-core machine takes CPU from the worker and the broker that a deployment's producers would not;
 4. end-to-end latency (created_at at send -> scored_at) at half the model's capacity;
-5. test-split accuracy of the fp32 model and of the served runtime;
-6. ``model_only_after_tps``: the model alone again, after the streaming runs. This machine's speed drifts
-   by up to ~20% over minutes (the same process measured 1,130 and 950 tweets/s half an hour apart), so
-   the ratios above carry that noise; the two model-only figures bracketing them show how much.
+5. test-split accuracy of the fp32 model and of the served runtime.
 
 Usage: python benchmarks/throughput.py [--n 2000] [--out results.json] [--registry models]
 """
@@ -156,10 +157,15 @@ def send(bootstrap: str, topic: str, texts: list[str], prefix: str, rate: float 
     asyncio.run(produce(bootstrap, topic, tweets, rate=rate, progress=False))
 
 
+def warm_up(worker: Worker, bootstrap: str, texts: list[str]) -> None:
+    """One batch through the worker, so that its group is joined and its model warm before anything is timed."""
+    send(bootstrap, worker.topic, texts, "warm")
+    worker.wait_for("warm", len(texts))
+
+
 def through(worker: Worker, bootstrap: str, texts: list[str], batch: int) -> float:
     """Tweets per second from the first send to the last row visible, after a warm-up batch."""
-    send(bootstrap, worker.topic, texts[:batch], "warm")  # group joined, model warm
-    worker.wait_for("warm", batch)
+    warm_up(worker, bootstrap, texts[:batch])
     send(bootstrap, worker.topic, texts, "thru")
     last_visible = worker.wait_for("thru", len(texts))
     # from the first tweet's created_at (stamped as it is sent) to the last row's inserted_at
@@ -222,7 +228,6 @@ def main() -> None:
     }
     results["test_accuracy_fp32"] = accuracy(fp32, test["text"], test["label"])
     results["test_accuracy_served"] = accuracy(served, test["text"], test["label"])
-    results["model_only_tps"] = model_only(served, texts, batch)
     results["fp32_model_only_tps"] = model_only(fp32, texts, batch)
     results["per_tweet_pipeline_tps"] = per_tweet_pipeline(version.path, texts[: args.per_tweet_n])
     del fp32
@@ -231,11 +236,21 @@ def main() -> None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     workdir = contextlib.nullcontext(str(args.workdir)) if args.workdir else tempfile.TemporaryDirectory()
     with workdir as tmp, EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
+        # the model alone right before the pipeline's worker starts and right after it stops: no worker
+        # shares the cores with it, and the pipeline is compared with the mean of the two
+        before = results["model_only_before_tps"] = model_only(served, texts, batch)
         worker = Worker(broker.bootstrap, settings.registry, Path(tmp))
         try:
             results["pipeline_tps"] = through(worker, broker.bootstrap, texts, batch)
+        finally:
+            worker.stop()
+        after = results["model_only_after_tps"] = model_only(served, texts, batch)
+        model_tps = results["model_only_tps"] = (before + after) / 2
 
-            rate = 0.5 * float(results["model_only_tps"])  # type: ignore[arg-type]
+        worker = Worker(broker.bootstrap, settings.registry, Path(tmp) / "latency")
+        try:
+            warm_up(worker, broker.bootstrap, texts[:batch])
+            rate = 0.5 * model_tps
             n_latency = int(rate * args.latency_seconds)
             late = [test["text"][i % len(test)] for i in range(n_latency)]
             send(broker.bootstrap, worker.topic, late, "late", rate=rate)
@@ -264,7 +279,6 @@ def main() -> None:
         finally:
             machinery.stop()
 
-    results["model_only_after_tps"] = model_only(served, texts, batch)
     results["ratio"] = float(results["pipeline_tps"]) / float(results["model_only_tps"])  # type: ignore[arg-type]
     results["speedup_vs_per_tweet"] = float(results["model_only_tps"]) / float(results["per_tweet_pipeline_tps"])  # type: ignore[arg-type]
     results["machinery_over_model_only"] = float(results["machinery_tps"]) / float(results["model_only_tps"])  # type: ignore[arg-type]
