@@ -1,15 +1,15 @@
 """Throughput and latency of the scoring path, all measured in one run on this machine.
 
 1. model only: the served runtime (``emostream``'s default, e.g. int8 on a CPU where its accuracy check
-   passed) scoring the tweets in the worker's micro-batches, measured right before the pipeline's worker
-   starts and again right after it stops (``model_only_before_tps``, ``model_only_after_tps``);
-   ``model_only_tps`` is their mean. This machine's speed drifts by up to ~20% over minutes (the same
-   process measured 1,130 and 950 tweets/s half an hour apart, and 922 then 1,139 two minutes apart), so
-   the pipeline is compared with the model measured on either side of it, not minutes before;
+   passed) scoring the tweets in the worker's micro-batches (``model_only_tps``: the median of its runs);
 2. per-tweet baseline: a transformers ``pipeline("text-classification")`` called once per tweet, the
    way its documentation shows;
 3. the whole pipeline: tweets produced to a real (embedded) broker, a real ``emostream worker`` process,
-   rows counted in ClickHouse (chDB) -- from the first send to the last row visible;
+   rows counted in ClickHouse (chDB) -- from the first send to the last row visible. ``--repeats`` times
+   (3), each with a fresh worker, measured between two model-only runs with no worker running: this
+   machine's speed drifts by up to 20% within minutes (922 then 1,139 tweets/s two minutes apart, 8% in
+   the 25 s between two brackets), so each pipeline run is compared with the model measured on either
+   side of it, and ``ratio`` is the median of those ratios (each run's in ``ratio_runs``);
 3b. the stream machinery alone (``machinery_tps``): the worker's model replaced by the ``benchmark-fixed``
    runtime (fixed probabilities, no model), the n tweets already waiting in the topic (a backlog, which
    is when a worker's ceiling matters), one fresh worker process carrying them to ClickHouse: tweets per
@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,13 @@ from stream.topics import ensure_topics  # noqa: E402
 from trainer.data import load_emotion  # noqa: E402
 
 console = Console(stderr=True)
+
+
+def shown(value: object) -> str:
+    """A table cell: ratios and accuracies to 4 places, rates to 1, anything else as it is."""
+    if isinstance(value, float):
+        return f"{value:,.4f}" if value < 2 else f"{value:,.1f}"
+    return str(value)
 
 
 def timed(fn, *args) -> tuple[float, object]:  # type: ignore[no-untyped-def]
@@ -207,6 +215,7 @@ def main() -> None:
     parser.add_argument("--registry", type=Path, help="model registry (default: EMOSTREAM_REGISTRY or models)")
     parser.add_argument("--per-tweet-n", type=int, default=400, help="tweets for the slow per-tweet baseline")
     parser.add_argument("--workdir", type=Path, help="keep the broker and worker logs here (default: a temporary dir)")
+    parser.add_argument("--repeats", type=int, default=3, help="pipeline runs, each between two model-only runs")
     parser.add_argument("--latency-seconds", type=float, default=15.0, help="duration of the latency run")
     args = parser.parse_args()
 
@@ -236,16 +245,26 @@ def main() -> None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     workdir = contextlib.nullcontext(str(args.workdir)) if args.workdir else tempfile.TemporaryDirectory()
     with workdir as tmp, EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
-        # the model alone right before the pipeline's worker starts and right after it stops: no worker
-        # shares the cores with it, and the pipeline is compared with the mean of the two
-        before = results["model_only_before_tps"] = model_only(served, texts, batch)
-        worker = Worker(broker.bootstrap, settings.registry, Path(tmp))
-        try:
-            results["pipeline_tps"] = through(worker, broker.bootstrap, texts, batch)
-        finally:
-            worker.stop()
-        after = results["model_only_after_tps"] = model_only(served, texts, batch)
-        model_tps = results["model_only_tps"] = (before + after) / 2
+        # The model alone, a fresh pipeline worker, the model alone again, `repeats` times: no worker runs
+        # while the model is measured, each pipeline run is compared with the mean of the two model-only
+        # runs on either side of it, and the ratio is the median of those ratios.
+        model_runs = [model_only(served, texts, batch)]
+        pipeline_runs: list[float] = []
+        ratios: list[float] = []
+        for repeat in range(args.repeats):
+            worker = Worker(broker.bootstrap, settings.registry, Path(tmp) / f"pipeline-{repeat}")
+            try:
+                pipeline_runs.append(through(worker, broker.bootstrap, texts, batch))
+            finally:
+                worker.stop()
+            model_runs.append(model_only(served, texts, batch))
+            ratios.append(pipeline_runs[-1] / ((model_runs[-2] + model_runs[-1]) / 2))
+        results["model_only_runs_tps"] = model_runs
+        results["pipeline_runs_tps"] = pipeline_runs
+        results["ratio_runs"] = ratios
+        model_tps = results["model_only_tps"] = statistics.median(model_runs)
+        results["pipeline_tps"] = statistics.median(pipeline_runs)
+        results["ratio"] = statistics.median(ratios)
 
         worker = Worker(broker.bootstrap, settings.registry, Path(tmp) / "latency")
         try:
@@ -279,7 +298,6 @@ def main() -> None:
         finally:
             machinery.stop()
 
-    results["ratio"] = float(results["pipeline_tps"]) / float(results["model_only_tps"])  # type: ignore[arg-type]
     results["speedup_vs_per_tweet"] = float(results["model_only_tps"]) / float(results["per_tweet_pipeline_tps"])  # type: ignore[arg-type]
     results["machinery_over_model_only"] = float(results["machinery_tps"]) / float(results["model_only_tps"])  # type: ignore[arg-type]
     results["machinery_live_over_model_only"] = float(results["machinery_live_tps"]) / float(results["model_only_tps"])  # type: ignore[arg-type]
@@ -289,14 +307,8 @@ def main() -> None:
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key, value in results.items():
-        table.add_row(
-            key,
-            f"{value:,.4f}"
-            if isinstance(value, float) and value < 2
-            else f"{value:,.1f}"
-            if isinstance(value, float)
-            else str(value),
-        )
+        values = value if isinstance(value, list) else [value]
+        table.add_row(key, ", ".join(shown(v) for v in values))
     Console().print(table)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""The two-stage batch pipeline, without Faust: scoring overlaps the write before it, acks wait for writes.
+"""The batch pipeline, without Faust: submit returns while its batch is scored, acks wait for writes.
 
 Unit tests: the model, the sink, the topics and the stream's ack are stand-ins that record when they
 are called (the real worker runs the same pipeline in tests/test_streaming.py and test_hot_swap.py).
