@@ -156,7 +156,9 @@ class BatchPipeline:
         """Stopping: the batches being scored, written or waiting stay uncommitted; the scorer's wait and the
         writer are cancelled (a write already in its thread may still land: the re-delivered batch then
         adds nothing)."""
-        withhold_acks(self.in_scorer)
+        if self.in_scorer:
+            withhold_acks(self.in_scorer)
+            log.warning("stopping: the batch being scored (%d records) stays uncommitted", len(self.in_scorer))
         self._withhold_unwritten()
         for task in (self.scoring, self.writer):
             if task is not None and not task.done():
