@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.registry import ModelRegistry  # noqa: E402
-from model.runtime import ScoringRuntime, batches_by_length, load_runtime, resolve_device  # noqa: E402
+from model.runtime import ScoringRuntime, load_runtime, resolve_device  # noqa: E402
 from schemas.settings import load_settings  # noqa: E402
 
 
@@ -52,14 +52,8 @@ def tokenize_only(runtime: ScoringRuntime) -> object:
     """The runtime's own tokenization of a micro-batch (same chunks, same padding), without the model."""
 
     def tokenize(texts: Sequence[str]) -> None:
-        for index in batches_by_length(texts, runtime.batch_size):
-            runtime.tokenizer(
-                [texts[i] for i in index],
-                padding=True,
-                truncation=True,
-                max_length=runtime.max_length,
-                return_tensors="np",
-            )
+        for _ in runtime.encode(texts):
+            pass
 
     return tokenize
 

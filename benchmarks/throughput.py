@@ -49,8 +49,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.model_speed import rate  # noqa: E402
 from model.registry import ModelRegistry  # noqa: E402
-from model.runtime import FIXED_RUNTIME, EmotionModel, load_runtime  # noqa: E402
+from model.runtime import FIXED_RUNTIME, EmotionModel, ScoringRuntime, load_runtime  # noqa: E402
 from schemas.settings import load_settings  # noqa: E402
 from stream.broker import EmbeddedBroker  # noqa: E402
 from stream.endpoint import Endpoint  # noqa: E402
@@ -75,10 +76,9 @@ def timed(fn, *args) -> tuple[float, object]:  # type: ignore[no-untyped-def]
     return time.perf_counter() - start, result
 
 
-def model_only(model: EmotionModel, texts: list[str], batch: int) -> float:
-    model.predict_proba(texts[:batch])  # warm-up: first-call allocations and kernel selection
-    seconds, _ = timed(lambda: [model.predict_proba(texts[i : i + batch]) for i in range(0, len(texts), batch)])
-    return len(texts) / seconds
+def model_only(model: ScoringRuntime, texts: list[str], batch: int) -> float:
+    """Tweets per second of the model alone on the worker's micro-batches (``model_speed.rate``)."""
+    return rate(model.predict_proba, texts, batch)
 
 
 def per_tweet_pipeline(model_dir: Path, texts: list[str]) -> float:

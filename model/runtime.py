@@ -113,16 +113,26 @@ class ScoringRuntime:
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
-        for index in batches_by_length(texts, self.batch_size):
-            encoded = self.tokenizer(
-                [texts[i] for i in index],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="np",
-            )
+        for index, encoded in self.encode(texts):
             out[index] = self._logits(encoded)
         return out
+
+    def encode(self, texts: Sequence[str]) -> Iterator[tuple[list[int], BatchEncoding]]:
+        """The chunks the model runs: each one's indices into ``texts`` and its tokens, padded to its longest.
+
+        Public so that ``benchmarks/model_speed.py`` times exactly the tokenization the model gets.
+        """
+        for index in batches_by_length(texts, self.batch_size):
+            yield (
+                index,
+                self.tokenizer(
+                    [texts[i] for i in index],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="np",
+                ),
+            )
 
     def _logits(self, encoded: BatchEncoding) -> np.ndarray:
         raise NotImplementedError
