@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 
 import typer
-from pydantic import SecretStr
+from pydantic import AwareDatetime, SecretStr
 
 from schemas.settings import Settings, load_settings
 
@@ -64,8 +64,8 @@ def settings_command(
         )
         for name in fields:
             annotation = Settings.model_fields[name].annotation
-            if get_origin(annotation) is Literal or annotation in (SecretStr, SecretStr | None):
-                annotation = str
+            if get_origin(annotation) is Literal or annotation in (SecretStr, SecretStr | None, AwareDatetime):
+                annotation = str  # pydantic parses it, and names the problem
             parameters.append(
                 inspect.Parameter(
                     name,

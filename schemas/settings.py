@@ -6,15 +6,18 @@ environment, so the precedence is: flag > environment variable > ``.env`` file >
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path("../shared/data/emotion")
 HUB_DATASET = "emotion"
+MIN_TOKEN_CHARS = 16
+PLACEHOLDERS = ("change-me", "changeme", "replace-me")
 
 
 def default_data_source() -> str:
@@ -47,7 +50,12 @@ def default_reviewer() -> str:
 class Settings(BaseSettings):
     """All options; field descriptions double as the CLI's help text."""
 
-    model_config = SettingsConfigDict(env_prefix="EMOSTREAM_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="EMOSTREAM_",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,  # secrets among them
+    )
 
     # data
     data: str = Field(default_factory=default_data_source, description="data directory, file or Hub data set id")
@@ -89,6 +97,33 @@ class Settings(BaseSettings):
     group_id: str = Field("emostream-scorer", description="Kafka consumer group of the workers")
     max_batch: int = Field(512, gt=0, description="tweets per micro-batch (at most)")
     max_wait: float = Field(0.1, gt=0, description="seconds to wait for a micro-batch to fill")
+    # what a record may be: anything else is a dead letter that says why (see stream/records.py)
+    max_record_bytes: int = Field(
+        65_536,
+        ge=1_024,
+        description="largest record value (bytes) the worker scores; larger ones are dead letters. 64 KiB holds "
+        "the longest posts of the big networks (a 10,000-character Reddit comment, a 25,000-character X post in "
+        "1-2 byte characters) with room for their metadata, and bounds what the worker buffers",
+    )
+    created_at_earliest: AwareDatetime = Field(
+        datetime(1990, 1, 1, tzinfo=UTC),
+        description="earliest created_at accepted (and earliest usable Kafka record time); older ones are dead "
+        "letters. 1990 predates every social network and refuses the epoch-0 and year-1 defaults of broken "
+        "producers",
+    )
+    created_at_max_ahead: float = Field(
+        86_400.0,
+        ge=0,
+        description="seconds a created_at may lie after its Kafka record's timestamp; later ones are dead letters. "
+        "A day covers clock skew and a time zone written as UTC, and catches year-9999 placeholders; judged "
+        "against the record, not the clock, so a re-delivered record gets the same decision",
+    )
+    failing_batch_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a batch may keep failing (retried: ClickHouse, the broker or the model down) before "
+        "/readyz reports the worker not ready and /metrics names the error",
+    )
     review_threshold: float = Field(0.6, ge=0, le=1, description="confidence under which a tweet goes to review")
     fetch_max_wait: float = Field(
         0.1, gt=0, description="longest a consumer fetch waits at the broker for data, seconds"
@@ -126,7 +161,8 @@ class Settings(BaseSettings):
         default_factory=default_reviewer,
         min_length=1,
         max_length=64,
-        description="reviewer name a review session starts with (each reviewer can change it on the page)",
+        description="the reviewer name every session and program of the shared review and operator tokens "
+        "labels as; bound by the server, no request can change it",
     )
     review_lease: float = Field(
         120.0, gt=0, description="seconds an item shown to one reviewer is kept from the others"
@@ -173,6 +209,28 @@ class Settings(BaseSettings):
     sql_timeout: float = Field(30.0, gt=0, description="longest a user SQL statement may run, seconds")
     sql_max_rows: int = Field(100_000, gt=0, description="most rows a user SQL statement may return")
     sql_max_bytes: int = Field(64_000_000, gt=0, description="most bytes a user SQL statement may return")
+    sql_max_memory: int = Field(
+        1_000_000_000,
+        gt=0,
+        description="most bytes of memory a user SQL statement may use (ClickHouse's max_memory_usage); in the "
+        "embedded mode the engine shares the worker's process, so an unbounded query could take the worker down",
+    )
+
+    @field_validator("web_token", "review_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """A configured credential must be one nobody can guess: no placeholder, no short word."""
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if len(token.strip()) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_TOKEN_CHARS} characters (e.g. python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'), or unset for a random one per run"
+            )
+        if any(word in token.lower() for word in PLACEHOLDERS):
+            raise ValueError("is still a placeholder from .env.example: set a random value")
+        return value
 
     def inference_chunk(self, cuda: bool) -> int:
         return self.inference_batch_size or (256 if cuda else 16)

@@ -27,6 +27,15 @@ from stream.shutdown import StopRequested
 
 log = logging.getLogger("emostream.worker")
 STREAM_BUFFER_EVENTS = 65_536
+STREAM_BUFFER_BYTES = 1 << 30  # what the buffered records may hold at most: their count is bounded to fit
+
+
+def stream_buffer_events(max_record_bytes: int) -> int:
+    """Records Faust may buffer ahead of the agent: as many as fit in ``STREAM_BUFFER_BYTES`` at the largest
+    record size, from 4,096 (Faust's default) to 65,536 (16,384 at the default 64 KiB)."""
+    return max(4_096, min(STREAM_BUFFER_EVENTS, STREAM_BUFFER_BYTES // max_record_bytes))
+
+
 __all__ = ["WorkerParts", "create_app", "limit_fetch_wait"]
 
 
@@ -72,8 +81,11 @@ def create_app(settings: Settings, bootstrap: str, parts: WorkerParts, web_port:
         # Faust pauses a partition whose buffer passes this many events, and its fetcher then sleeps up to
         # a hard-coded 1 s before it asks again: from a backlog, the default 4,096 stalled the worker
         # 0.5-0.7 s per 10,000 tweets with data waiting at the broker (py-spy, worker log). Unacked
-        # events are withheld at a stop (give_way), so a bigger buffer only means more re-delivery.
-        stream_buffer_maxsize=STREAM_BUFFER_EVENTS,
+        # events are withheld at a stop (give_way), so a bigger buffer only means more re-delivery. Its
+        # memory is bounded too: a record is at most max_record_bytes once it is buffered (larger ones are
+        # cut on arrival), and the count is chosen so the buffer holds at most STREAM_BUFFER_BYTES.
+        stream_buffer_maxsize=stream_buffer_events(settings.max_record_bytes),
+        max_record_bytes=settings.max_record_bytes,
         web_enabled=True,
         web_host=settings.web_host,
         web_port=web_port,

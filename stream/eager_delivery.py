@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 import faust
 from mode.services import WaitResults
 
+from stream.bounded_consumer import bounded_consumer
+
 T = TypeVar("T")
 
 
@@ -100,9 +102,19 @@ def eager_consumer(consumer_class: type[Any]) -> type[Any]:
 
 
 class EagerDeliveryApp(faust.App):
-    """A Faust app whose consumer delivers records with :class:`EagerDelivery`; everything else is Faust's."""
+    """A Faust app whose consumer delivers records with :class:`EagerDelivery`; everything else is Faust's.
+
+    ``max_record_bytes``: its consumer also cuts larger values on arrival (``stream.bounded_consumer``).
+    """
+
+    def __init__(self, *args: Any, max_record_bytes: int | None = None, **kwargs: Any) -> None:
+        self.max_record_bytes = max_record_bytes
+        super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:
         transport = super()._new_transport()
-        transport.Consumer = eager_consumer(transport.Consumer)
+        consumer = eager_consumer(transport.Consumer)
+        if self.max_record_bytes is not None:
+            consumer = bounded_consumer(consumer, self.max_record_bytes)
+        transport.Consumer = consumer
         return transport

@@ -33,7 +33,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -48,6 +48,44 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 READY_TIMEOUT = 2.0  # seconds /readyz waits for ClickHouse's answer to SELECT 1
+STAGES = ("score", "write", "send")  # of a batch, in the pipeline (stream.pipeline)
+ERROR_LABEL_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A stage whose batch keeps failing: for how long, how often it was tried, the latest error."""
+
+    stage: str
+    seconds: float
+    attempts: int
+    error: str
+
+
+class BatchHealth:
+    """Which stages of the pipeline (``score``, ``write``, ``send``) are failing their batch now, since when.
+
+    A failing batch is retried (an outage: see ``stream.write_errors``), so the worker neither crashes nor
+    commits past it, and from outside it looks alive while nothing goes through. This is what ``/readyz``
+    and ``/metrics`` read to say so. Updated and read on the event loop only.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failing: dict[str, tuple[float, int, str]] = {}  # stage -> (since, attempts, latest error)
+
+    def failed(self, stage: str, error: str) -> None:
+        since, attempts, _ = self._failing.get(stage, (self._clock(), 0, ""))
+        self._failing[stage] = (since, attempts + 1, error)
+
+    def succeeded(self, stage: str) -> None:
+        self._failing.pop(stage, None)
+
+    def failures(self) -> list[Failure]:
+        now = self._clock()
+        return [
+            Failure(stage, now - since, attempts, error) for stage, (since, attempts, error) in self._failing.items()
+        ]
 
 
 class ServingModel(Protocol):
@@ -58,7 +96,8 @@ class ServingModel(Protocol):
 class WorkerMetrics:
     """The worker's metrics and the registry that exposes them."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: what the failing batches' durations are measured with (tests pass their own)."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.consumed = Counter("emostream_records_consumed_total", "Records taken from the topic", registry=r)
@@ -94,7 +133,8 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.live = LiveCollector()
+        self.health = BatchHealth(clock)
+        self.live = LiveCollector(self.health)
         r.register(self.live)
         ProcessCollector(registry=r)  # memory and CPU of the worker: the model dominates both
 
@@ -140,16 +180,17 @@ class WorkerMetrics:
 class LiveCollector(Collector):
     """Figures read at scrape time from their source: the serving model and the consumer's lag."""
 
-    def __init__(self) -> None:
+    def __init__(self, health: BatchHealth | None = None) -> None:
         self.model: Callable[[], ServingModel | None] = lambda: None
         self.lag: Callable[[], Mapping[tuple[str, int], int]] = dict
+        self.health = health or BatchHealth()
 
     def describe(self) -> Iterator[Metric]:
         """Names only, so registering does not call the sources (the consumer may not exist yet)."""
         yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
-        info, lag = self._families()
+        info, lag, failing, failing_info = self._families()
         model = self.model()
         if model is not None:
             info.add_metric([model.version, model.runtime_name], 1.0)
@@ -160,11 +201,19 @@ class LiveCollector(Collector):
             figures = {}
         for (topic, partition), value in sorted(figures.items()):
             lag.add_metric([topic, str(partition)], value)
+        failures = {failure.stage: failure for failure in self.health.failures()}
+        for stage in STAGES:  # 0 while a stage works, so an alert can compare it with a threshold
+            failure = failures.get(stage)
+            failing.add_metric([stage], failure.seconds if failure else 0.0)
+            if failure is not None:
+                failing_info.add_metric([stage, failure.error[:ERROR_LABEL_CHARS]], float(failure.attempts))
         yield info
         yield lag
+        yield failing
+        yield failing_info
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         return (
             GaugeMetricFamily(
                 "emostream_model_info",
@@ -175,6 +224,16 @@ class LiveCollector(Collector):
                 "emostream_consumer_lag",
                 "Records behind the broker's high watermark from the latest fetch, per partition (see the README)",
                 labels=["topic", "partition"],
+            ),
+            GaugeMetricFamily(
+                "emostream_batch_failing_seconds",
+                "Seconds the stage's current batch has kept failing (retried); 0 while it works",
+                labels=["stage"],
+            ),
+            GaugeMetricFamily(
+                "emostream_batch_failure_attempts",
+                "Tries of the batch failing now, per stage, labelled with the latest error; absent while it works",
+                labels=["stage", "error"],
             ),
         )
 
@@ -289,7 +348,9 @@ class Probe(Protocol):
 
 @dataclass
 class Readiness:
-    """Ready = the model is loaded, ClickHouse answers, and the consumer has partitions of the topic.
+    """Ready = the model is loaded, ClickHouse answers, the consumer has partitions of the topic, and no
+    batch has been failing for longer than ``failing_timeout`` (a ClickHouse that answers ``SELECT 1`` can
+    still refuse every insert: a full disk, lost grants, a broker refusing the review records).
 
     Each check is a callable so it can be tested without a broker or a worker; ``/readyz`` answers 200 or
     503 with :meth:`report`'s body. Liveness (``/healthz``) stays separate: a worker waiting out a
@@ -299,6 +360,8 @@ class Readiness:
     model: Callable[[], ServingModel | None]
     clickhouse: Probe
     partitions: Callable[[], set[int]]
+    health: BatchHealth = field(default_factory=BatchHealth)
+    failing_timeout: float = 30.0  # seconds a batch may fail before the worker is not ready
 
     async def report(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, JSON body): each check's result, and the names of those that failed."""
@@ -321,6 +384,14 @@ class Readiness:
             checks["partitions"] = "no partitions assigned (starting, rebalancing, or more workers than partitions)"
         else:
             checks["partitions"] = f"{len(partitions)} assigned: {', '.join(map(str, sorted(partitions)))}"
+        stuck = [f for f in self.health.failures() if f.seconds >= self.failing_timeout]
+        if stuck:
+            failed.append("batches")
+            checks["batches"] = "; ".join(
+                f"{f.stage} failing for {f.seconds:.0f} s ({f.attempts} tries): {f.error}" for f in stuck
+            )
+        else:
+            checks["batches"] = "ok"
         body: dict[str, Any] = {"status": "not ready" if failed else "ready", "checks": checks}
         if failed:
             body["failed"] = failed

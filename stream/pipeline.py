@@ -14,6 +14,12 @@ events are acked only after its rows are in ClickHouse and its records are ackno
 so Faust commits only written offsets. A stop leaves the batches being scored, written or waiting, and
 the batch in hand, uncommitted (withheld, see :func:`give_way`); what the writer finished meanwhile
 comes back once more and the sink leaves it out.
+
+Nothing stops the stream for good. Every record leaves the scorer as a score or a dead letter
+(``stream.records``, ``stream.scoring``), and rows ClickHouse refuses for what they hold become dead
+letters too (``stream.write_errors``). What is left to fail is an outage (the model, ClickHouse or the
+broker down): the stage that fails retries its batch with back-off, never committing past it, and
+``WorkerMetrics.health`` says which stage, since when and why, for ``/readyz`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -29,16 +35,20 @@ from typing import Any, TypeVar
 import faust
 from faust.types import EventT, Message
 
-from schemas import DeadLetter, EmotionScore, ReviewItem
+from schemas import DeadLetter, ReviewItem
 from stream.metrics import WorkerMetrics
+from stream.records import ConsumedRecord
 from stream.scoring import BatchResult, BatchScorer
 from stream.shutdown import Shutdown, StopRequested
 from stream.sink import ClickHouseSink
+from stream.write_errors import Rows, describe, write_isolating
 
 log = logging.getLogger("emostream.worker")
 T = TypeVar("T")
 STOP_POLL_SECONDS = 0.1
 MAX_QUEUED_BATCHES = 4  # scored batches waiting for the writer, and so the most that share one insert
+STAGE_NAMES = {"score": "scoring a batch", "write": "ClickHouse write of a batch"}
+RETRY_FIRST_DELAY, RETRY_MAX_DELAY = 0.5, 30.0  # seconds between tries of a failing batch: doubling, capped
 
 
 @dataclass
@@ -169,7 +179,9 @@ class BatchPipeline:
         records = [event.message for event in events]  # Faust's messages are ConsumedRecords as they are
         self.parts.metrics.batch_taken(len(records))
         started = time.perf_counter()
-        result = await self.parts.run_blocking(self.parts.scorer.score, records)
+        # The scorer turns every record into a score or a dead letter, so what it raises is the model
+        # failing on any text (an outage: out of memory, a lost GPU): the batch waits and is tried again.
+        result = await retry_until_done(self.parts, "score", self.parts.scorer.score, records)
         scored = ScoredBatch(events, result, time.perf_counter() - started, waited)
         self._raise_if_writer_failed()
         while len(self.queued) >= self.max_queued:  # the writer is this far behind: wait for it
@@ -220,73 +232,109 @@ class BatchPipeline:
             self.in_writer = []
 
     async def _write(self, batches: Sequence[ScoredBatch]) -> None:
-        """One insert for the batches, their review and dead-letter records, then their acks, in order."""
+        """One insert for the batches, their review and dead-letter records, then their acks, in order.
+
+        Rows ClickHouse refuses for what they hold become dead letters (``stream.write_errors``), so each
+        record still ends as exactly one outcome and the offsets behind it are committed.
+        """
         parts = self.parts
-        scores = [score for batch in batches for score in batch.result.scores]
-        reviews = [item for batch in batches for item in batch.result.reviews]
-        letters = [letter for batch in batches for letter in batch.result.dead_letters]
+        rows = Rows(
+            scores=[score for batch in batches for score in batch.result.scores],
+            sources=[source for batch in batches for source in batch.result.sources],
+            reviews=[item for batch in batches for item in batch.result.reviews],
+            dead_letters=[letter for batch in batches for letter in batch.result.dead_letters],
+        )
         started = time.perf_counter()
-        await write_until_done(parts, scores, letters, reviews)
+        written_rows = await retry_until_done(parts, "write", write_isolating, parts.sink, rows, executor=parts.writer)
         written, written_at = time.perf_counter(), time.time()
-        deliveries = [await self.review.send(key=item.tweet.id.encode(), value=item) for item in reviews]
-        deliveries += [await self.dead_letters.send(key=letter.source_key, value=letter) for letter in letters]
-        await parts.unless_stopping(asyncio.gather(*deliveries))  # each resolves once the broker has it (acks=all)
+        await self._send(written_rows.reviews, written_rows.dead_letters)
         sent = time.perf_counter()
         for batch in batches:
             for event in batch.events:
                 await self.ack(event)
         # Counted only now, written and acknowledged, so the counters match the tables (a stop before this
         # point leaves the batches uncommitted and uncounted).
+        refused = {(letter.topic, letter.partition, letter.offset) for letter in written_rows.refused}
         for i, batch in enumerate(batches):
             result = batch.result
+            scores = [s for s, r in zip(result.scores, result.sources, strict=True) if _coordinates(r) not in refused]
+            kept = {score.tweet_id for score in scores}
             parts.metrics.batch_done(
                 size=len(batch.events),
-                scored=len(result.scores),
-                dead_lettered=len(result.dead_letters),
-                reviewed=len(result.reviews),
+                scored=len(scores),
+                dead_lettered=len(result.dead_letters) + len(result.scores) - len(scores),
+                reviewed=sum(item.tweet.id in kept for item in result.reviews),
                 model_seconds=batch.model_seconds,
                 insert_seconds=written - started if i == 0 else None,  # one insert, observed once
-                created_at=(score.created_at for score in result.scores),
+                created_at=(score.created_at for score in scores),
                 written_at=written_at,
             )
         log.info(
             "scored %d tweets in %d batch%s (%d to review, %d dead letters): "
             "gathered %.3f s, model %.3f s, insert %.3f s, sends %.3f s",
-            len(scores),
+            len(written_rows.scores),
             len(batches),
             "" if len(batches) == 1 else "es",
-            len(reviews),
-            len(letters),
+            len(written_rows.reviews),
+            len(written_rows.dead_letters),
             sum(batch.waited for batch in batches),
             sum(batch.model_seconds for batch in batches),
             written - started,
             sent - written,
         )
 
+    async def _send(self, reviews: Sequence[ReviewItem], letters: Sequence[DeadLetter]) -> None:
+        """The review and dead-letter records, each resolved once the broker has it (acks=all); retried while
+        the broker refuses them (the records are keyed, and side outputs are at-least-once anyway)."""
+        parts, delay = self.parts, RETRY_FIRST_DELAY
+        while True:
+            try:
+                deliveries = [await self.review.send(key=i.tweet.id.encode(), value=i.bounded()) for i in reviews]
+                deliveries += [await self.dead_letters.send(key=d.source_key, value=d) for d in letters]
+                await parts.unless_stopping(asyncio.gather(*deliveries))
+                parts.metrics.health.succeeded("send")
+                return
+            except StopRequested:
+                raise
+            except Exception as exc:
+                parts.metrics.health.failed("send", describe(exc))
+                log.warning(
+                    "sending %d review and dead-letter records failed (%s); retrying in %.1f s",
+                    len(reviews) + len(letters),
+                    describe(exc),
+                    delay,
+                )
+                await parts.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
 
-async def write_until_done(
-    parts: WorkerParts,
-    scores: Sequence[EmotionScore],
-    dead_letters: Sequence[DeadLetter] = (),
-    reviews: Sequence[ReviewItem] = (),
-    max_delay: float = 30.0,
-) -> None:
-    """Insert the batch (scores, dead letters, review items), retrying with back-off while ClickHouse is down.
 
-    The worker neither drops the batch nor commits past it: it waits, and recovers by itself. A stop
-    request ends the wait (StopRequested) and the batch stays uncommitted.
+async def retry_until_done(
+    parts: WorkerParts, stage: str, fn: Callable[..., T], *args: Any, executor: Executor | None = None
+) -> T:
+    """``fn(*args)`` on a worker thread, tried again with back-off for as long as it fails.
+
+    What fails here is an outage (ClickHouse or the model down; errors about a record's data never get
+    this far: they are dead letters), so the worker neither drops the batch nor commits past it: it waits,
+    recovers by itself, and meanwhile ``parts.metrics.health`` says which stage fails, since when and why
+    (``/readyz``, ``/metrics``). A stop request ends the wait (StopRequested); the batch stays uncommitted.
     """
-    delay = 0.5
+    delay = RETRY_FIRST_DELAY
     while True:
         try:
-            await parts.run_blocking(parts.sink.write, scores, dead_letters, reviews, executor=parts.writer)
-            return
+            done = await parts.run_blocking(fn, *args, executor=executor)
+            parts.metrics.health.succeeded(stage)
+            return done
         except StopRequested:
             raise
         except Exception as exc:
-            log.warning("ClickHouse write of %d rows failed (%s); retrying in %.1f s", len(scores), exc, delay)
+            parts.metrics.health.failed(stage, describe(exc))
+            log.warning("%s failed (%s); retrying in %.1f s", STAGE_NAMES.get(stage, stage), describe(exc), delay)
             await parts.sleep(delay)
-            delay = min(delay * 2, max_delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+
+def _coordinates(record: ConsumedRecord) -> tuple[str, int, int]:
+    return record.topic, record.partition, record.offset
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

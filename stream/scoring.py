@@ -6,116 +6,47 @@ thread (it calls the model, which blocks).
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 import numpy as np
-from pydantic import ValidationError
 
 from model.runtime import ScoringRuntime
-from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet, describe_errors
+from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet
+from stream.records import DEFAULT_LIMITS, ConsumedRecord, RawRecord, RecordLimits, dead_letter, parse_tweet
 from stream.review_policy import ReviewPolicy
 
-
-class ConsumedRecord(Protocol):
-    """What the scorer reads of a Kafka record: bytes and coordinates, nothing decoded yet.
-
-    Faust's ``Message`` has exactly these attributes, so the worker hands its messages over as they are
-    (a copy of each into a :class:`RawRecord` was 9% of the event loop's time, py-spy).
-    """
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def timestamp(self) -> float | None: ...
-
-
-@dataclass(frozen=True)
-class RawRecord:
-    """A :class:`ConsumedRecord` of its own: for records read outside Faust, and for tests."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float | None = None  # seconds since the epoch, the record's Kafka timestamp
+__all__ = ["BatchResult", "BatchScorer", "ConsumedRecord", "RawRecord", "make_scores", "parse_tweet"]
+log = logging.getLogger("emostream.worker")
+CANARY = "i feel fine today"  # a text every model scores: tells a text the model cannot read from a broken model
 
 
 @dataclass
 class BatchResult:
+    """A batch's outcomes: one score (maybe with a review item) or one dead letter per record.
+
+    ``sources[i]`` is the record ``scores[i]`` came from, so a row ClickHouse refuses can still become
+    that record's dead letter (``stream.write_errors``).
+    """
+
     scores: list[EmotionScore] = field(default_factory=list)
     reviews: list[ReviewItem] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     tweets: list[Tweet] = field(default_factory=list)
-
-
-def parse_tweet(record: ConsumedRecord) -> Tweet | DeadLetter:
-    """Validate one record; any problem becomes a dead letter that says what was wrong.
-
-    Valid records take pydantic's own JSON parser straight from the bytes (half the time of
-    ``json.loads`` + ``model_validate``, measured: 0.8 against 1.6 ms per 512 tweets); anything it
-    refuses goes the slow way below, which says exactly what was wrong.
-    """
-    if record.value is not None:
-        try:
-            tweet = Tweet.model_validate_json(record.value)
-        except ValueError:  # ValidationError included: the slow path names the problem
-            pass
-        else:
-            if "created_at" not in tweet.model_fields_set and record.timestamp is not None:
-                # Re-deliveries must produce identical rows: default to the record's own timestamp, not "now".
-                return tweet.model_copy(update={"created_at": datetime.fromtimestamp(record.timestamp, UTC)})
-            return tweet
-    return _dead_letter_or_tweet(record)
-
-
-def _dead_letter_or_tweet(record: ConsumedRecord) -> Tweet | DeadLetter:
-    try:
-        if record.value is None:
-            raise ValueError("the record has no value (a tombstone)")
-        payload = json.loads(record.value.decode("utf-8"))
-        if not isinstance(payload, dict):
-            raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
-        if "created_at" not in payload and record.timestamp is not None:
-            # Re-deliveries must produce identical rows: default to the record's own timestamp, not "now".
-            payload["created_at"] = datetime.fromtimestamp(record.timestamp, UTC)
-        return Tweet.model_validate(payload)
-    except UnicodeDecodeError as exc:
-        error = f"value is not UTF-8: {exc.reason} at byte {exc.start}"
-    except json.JSONDecodeError as exc:
-        error = f"value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-    except ValidationError as exc:
-        error = describe_errors(exc)
-    except ValueError as exc:
-        error = str(exc)
-    return DeadLetter(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        error=error,
-    )
+    sources: list[ConsumedRecord] = field(default_factory=list)
 
 
 class BatchScorer:
     """Scores a batch with the model and routes the unsure tweets to review."""
 
-    def __init__(self, model: ScoringRuntime, policy: ReviewPolicy | float) -> None:
+    def __init__(
+        self, model: ScoringRuntime, policy: ReviewPolicy | float, limits: RecordLimits = DEFAULT_LIMITS
+    ) -> None:
         self.model = model
         self.policy = policy if isinstance(policy, ReviewPolicy) else ReviewPolicy(threshold=policy)
+        self.limits = limits
 
     def swap(self, model: ScoringRuntime) -> None:
         """Serve ``model`` from the next batch on; a batch being scored finishes with the one it started with.
@@ -126,22 +57,89 @@ class BatchScorer:
         self.model = model
 
     def score(self, records: Sequence[ConsumedRecord]) -> BatchResult:
+        """Each record's outcome. Raises only when the model itself fails (it cannot score even a plain
+        text): that is an outage, which the pipeline retries; a text the model cannot read is its dead letter."""
         model = self.model  # read once: the whole batch is scored by one version, even if swap() runs meanwhile
         result = BatchResult()
+        sources: list[ConsumedRecord] = []
         for record in records:
-            parsed = parse_tweet(record)
+            parsed = parse_tweet(record, self.limits)
             if isinstance(parsed, Tweet):
                 result.tweets.append(parsed)
+                sources.append(record)
             else:
                 result.dead_letters.append(parsed)
         if not result.tweets:
             return result
-        probabilities = model.predict_proba([t.text for t in result.tweets])
+        probabilities, refused = predict_isolating(model, [t.text for t in result.tweets])
+        if refused:
+            for i, error in refused.items():
+                result.dead_letters.append(dead_letter(sources[i], f"the model could not score the text: {error}"))
+            keep = [i for i in range(len(result.tweets)) if i not in refused]
+            result.tweets, sources, probabilities = (
+                [result.tweets[i] for i in keep],
+                [sources[i] for i in keep],
+                probabilities[keep],
+            )
+        result.sources = sources
         result.scores = make_scores(result.tweets, probabilities, model.version, datetime.now(UTC))
         for tweet, score in zip(result.tweets, result.scores, strict=True):
             if (reason := self.policy.reason(score)) is not None:
                 result.reviews.append(ReviewItem(tweet=tweet, score=score, reason=reason))
         return result
+
+
+def predict_isolating(model: ScoringRuntime, texts: Sequence[str]) -> tuple[np.ndarray, dict[int, str]]:
+    """The model's probabilities for ``texts``, and the texts it could not score (index -> error).
+
+    Tokenizers and models are written for text, and a text can still break one (a rare code point, a
+    length no chunk expected). One such text must not stop the batch, nor the worker: when the batch
+    fails, its halves are tried, down to the texts that fail alone; those are refused. Unless the model
+    cannot score a plain sentence either: then nothing is about the texts, and the error is raised.
+    """
+    try:
+        probabilities = model.predict_proba(texts)
+    except Exception as exc:
+        first_error: Exception | None = exc
+    else:
+        first_error = None
+        finite = np.isfinite(probabilities).all(axis=-1)
+        if finite.all():
+            return probabilities, {}
+    try:
+        canary = model.predict_proba([CANARY])
+    except Exception:
+        if first_error is not None:
+            raise first_error from None
+        raise
+    if not np.isfinite(canary).all():
+        raise RuntimeError("the model returns non-finite probabilities even for a plain sentence")
+    if first_error is None:  # scored, but some rows are NaN or infinite: those texts are refused
+        nonfinite = {int(i): "the model returned non-finite probabilities" for i in np.flatnonzero(~finite)}
+        log.warning("the model gave non-finite probabilities for %d of %d texts", len(nonfinite), len(texts))
+        return probabilities, nonfinite
+    probabilities = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
+    refused: dict[int, str] = {}
+
+    def attempt(indices: list[int]) -> None:
+        try:
+            scored = model.predict_proba([texts[i] for i in indices])
+            if not np.isfinite(scored).all():
+                raise ValueError("the model returned non-finite probabilities")
+            probabilities[indices] = scored
+        except Exception as exc:
+            if len(indices) == 1:
+                refused[indices[0]] = f"{type(exc).__name__}: {exc}"
+                return
+            middle = len(indices) // 2
+            attempt(indices[:middle])
+            attempt(indices[middle:])
+
+    attempt(list(range(len(texts))))
+    log.warning(
+        "the model refused %d of %d texts in a batch: %s", len(refused), len(texts), next(iter(refused.values()), "")
+    )
+    return probabilities, refused
 
 
 def make_scores(

@@ -36,7 +36,17 @@ SCORE_COLUMNS = (
 )
 REVIEW_COLUMNS = (*SCORE_COLUMNS[:3], "text", *SCORE_COLUMNS[4:], "reason", "queued_at")
 LABEL_COLUMNS = ("tweet_id", "label", "reviewer", "labelled_at", "model_version", "confidence", "retracted")
-DEAD_LETTER_COLUMNS = ("topic", "partition", "offset", "key", "value", "error", "failed_at")
+DEAD_LETTER_COLUMNS = (
+    "topic",
+    "partition",
+    "offset",
+    "key",
+    "value",
+    "value_length",
+    "value_sha256",
+    "error",
+    "failed_at",
+)
 SUPERSEDED_COLUMNS = (
     "tweet_id",
     "model_version",
@@ -106,12 +116,29 @@ class ClickHouseSink:
             try:
                 self.client.command(statement)
             except DatabaseError as exc:
+                if self._migration_for_the_local_table(statement, exc):
+                    continue
                 words = statement.split()
                 what = " ".join(words[: words.index("EXISTS") + 2] if "EXISTS" in words else words[:4])
                 raise SchemaError(
                     f"ClickHouse refused emostream's DDL ({what}): {str(exc).splitlines()[0]}. "
                     f"A table of that name with another shape? The DDL is in {DDL_DIR}"
                 ) from None
+
+    def _migration_for_the_local_table(self, statement: str, exc: DatabaseError) -> bool:
+        """An ALTER a Distributed table cannot take (a new sorting key): on a cluster the tables are
+        ``*_local`` behind Distributed ones, and ``cluster/`` DDL migrates those; nothing to do here."""
+        if not statement.startswith("ALTER TABLE") or "NOT_IMPLEMENTED" not in str(exc):
+            return False
+        table = statement.split()[2]
+        engine = self.client.query(
+            "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
+            parameters={"t": table},
+        ).result_rows
+        if not engine or engine[0][0] != "Distributed":
+            return False
+        log.info("%s is Distributed: its local tables are migrated by the cluster DDL, not here", table)
+        return True
 
     def write(
         self,
@@ -143,6 +170,15 @@ class ClickHouseSink:
         """Reviewers' labels and retractions; every one is kept (history), the latest per tweet counts."""
         if labels:
             self._with_schema("review_labels", lambda: self._insert("review_labels", LABEL_COLUMNS, labels))
+
+    def has_score(self, tweet_id: str, model_version: str) -> bool:
+        """Whether ``emotion_scores`` holds this (tweet, version) row already."""
+        return bool(
+            self.client.query(
+                "SELECT count() FROM emotion_scores WHERE tweet_id = {id:String} AND model_version = {v:String}",
+                parameters={"id": tweet_id, "v": model_version},
+            ).result_rows[0][0]
+        )
 
     def _write_scores(self, scores: Sequence[EmotionScore]) -> None:
         """The batch's new (tweet, version) pairs, then the rows they made older, or that were older.

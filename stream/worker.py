@@ -17,10 +17,12 @@ import faust
 from model.registry import ModelRegistry
 from model.runtime import load_runtime
 from schemas.settings import Settings
+from schemas.text import escape_control
 from stream.app import WorkerParts, create_app
 from stream.auth import ADMIN, REVIEW, guard_for, new_token, token_file, write_token
 from stream.broker import free_port
 from stream.metrics import ClickHouseProbe, Readiness, assigned_partitions, consumer_lag
+from stream.records import RecordLimits
 from stream.review_policy import ReviewPolicy
 from stream.scoring import BatchScorer
 from stream.shutdown import Shutdown
@@ -32,10 +34,21 @@ from stream.web import add_web_views
 
 log = logging.getLogger("emostream.worker")
 
+
+class TextFormatter(logging.Formatter):
+    """Log lines quote records, ClickHouse's errors and names from outside: their control characters are
+    written as escapes, so a log read on a terminal cannot be made to rewrite the screen (``schemas.text``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_control(super().format(record))
+
+
 LOGGING_CONFIG = {
     "version": 1,
     "disable_existing_loggers": False,  # Faust applies this too: it must not silence emostream's loggers
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {"()": "stream.worker.TextFormatter", "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    },
     "handlers": {  # two handlers: Faust resets the level of the root's first one to its own loglevel
         "root": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"},
         "emostream": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"},
@@ -73,8 +86,11 @@ def build_parts(settings: Settings, shutdown: Shutdown) -> WorkerParts:
     log.info(
         "model %s on %s (%s), batches of up to %d", version.name, model.device, model.runtime_name, settings.max_batch
     )
+    limits = RecordLimits(settings.max_record_bytes, settings.created_at_earliest, settings.created_at_max_ahead)
     return WorkerParts(
-        BatchScorer(model, ReviewPolicy(settings.review_threshold, settings.review_sample, settings.review_budget)),
+        BatchScorer(
+            model, ReviewPolicy(settings.review_threshold, settings.review_sample, settings.review_budget), limits
+        ),
         sink,
         ThreadPoolExecutor(1, thread_name_prefix="emostream-blocking"),
         settings.max_batch,
@@ -142,9 +158,19 @@ def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = N
         model=lambda: parts.scorer.model,
         clickhouse=ClickHouseProbe(parts.sink.dsn),
         partitions=lambda: assigned_partitions(app.consumer, topic),
+        health=parts.metrics.health,
+        failing_timeout=settings.failing_batch_timeout,
     )
     sql_thread = add_web_views(
-        app, guard, sql, settings.sql_timeout + 5, parts.scorer, mount, metrics=parts.metrics, readiness=readiness
+        app,
+        guard,
+        sql,
+        settings.sql_timeout + 5,
+        parts.scorer,
+        mount,
+        metrics=parts.metrics,
+        readiness=readiness,
+        labels_dsn=parts.sink.dsn,
     )
     data_dir = chdb_path(parts.sink.dsn)
     endpoint: Path | None = endpoint_file(data_dir) if data_dir else None

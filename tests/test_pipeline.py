@@ -224,6 +224,44 @@ def test_a_stop_while_a_batch_is_scored_withholds_it_and_raises_at_the_next_subm
     assert not [name for name, _ in clock.events if name.startswith("write")]
 
 
+class FailingModel(SlowModel):
+    """A model that fails its first ``failures`` calls, like a GPU out of memory for a moment."""
+
+    def __init__(self, clock: Clock, failures: int) -> None:
+        super().__init__(clock, seconds=0.0)
+        self.failures = failures
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("CUDA error: out of memory")
+        return super().predict_proba(texts)
+
+
+def test_a_model_failure_is_retried_reported_while_it_lasts_and_the_batch_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scorer raising (not a record's fault) neither crashes the agent nor drops or commits the batch."""
+    monkeypatch.setattr("stream.pipeline.RETRY_FIRST_DELAY", 0.05)
+    clock = Clock()
+    sink = SlowSink(clock, seconds=0.0)
+    pipeline, acked = pipeline_with(clock, sink, Shutdown(timeout=60))
+    pipeline.parts.scorer.model = FailingModel(clock, failures=4)  # batch, plain sentence, batch, plain sentence
+    seen: list[list[str]] = []
+
+    async def run() -> None:
+        await pipeline.submit(batch("a"))
+        while not sink.written:
+            seen.append([f"{f.stage}: {f.error} x{f.attempts}" for f in pipeline.parts.metrics.health.failures()])
+            await asyncio.sleep(0.01)
+        await pipeline.written()
+
+    asyncio.run(run())
+    assert "score: RuntimeError: CUDA error: out of memory x2" in {line for lines in seen for line in lines}
+    assert pipeline.parts.metrics.health.failures() == []  # recovered: nothing failing any more
+    assert acked == ["a-0", "a-1", "a-2"] and sink.written == acked
+
+
 LOOP_PROBE = """
 import asyncio, sys
 from stream.worker import use_event_loop

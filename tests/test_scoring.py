@@ -74,3 +74,40 @@ def test_batch_scores_routes_unsure_tweets_and_dead_letters() -> None:
     assert [r.tweet.id for r in result.reviews] == ["2"]
     assert result.reviews[0].reason == "confidence 0.45 < 0.60"
     assert [d.offset for d in result.dead_letters] == [1]
+
+
+class PickyModel:
+    """Refuses any batch holding a text with ``poison`` in it, as a tokenizer can refuse a text; NaN for ``nan``."""
+
+    version = "v0042"
+
+    def __init__(self, broken: bool = False) -> None:
+        self.broken, self.calls = broken, 0
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        if self.broken or any("poison" in t for t in texts):
+            raise RuntimeError("the tokenizer cannot read this")
+        return np.array([[np.nan] * 6 if t == "nan" else [0.9, 0.02, 0.02, 0.02, 0.02, 0.02] for t in texts])
+
+
+def test_a_text_the_model_cannot_score_is_a_dead_letter_and_its_batch_is_scored() -> None:
+    model = PickyModel()
+    records = [
+        record(f'{{"id": "{i}", "text": "{t}"}}'.encode(), offset=i)
+        for i, t in enumerate(["a", "poison", "b", "nan", "c"])
+    ]
+    result = BatchScorer(model, ReviewPolicy(0.6)).score(records)  # type: ignore[arg-type]
+    assert [s.tweet_id for s in result.scores] == ["0", "2", "4"]
+    assert [r.offset for r in result.sources] == [0, 2, 4]
+    assert sorted((d.offset, d.error) for d in result.dead_letters) == [
+        (1, "the model could not score the text: RuntimeError: the tokenizer cannot read this"),
+        (3, "the model could not score the text: ValueError: the model returned non-finite probabilities"),
+    ]
+
+
+def test_a_model_that_scores_nothing_is_an_outage_not_a_batch_of_dead_letters() -> None:
+    model = PickyModel(broken=True)
+    with pytest.raises(RuntimeError, match="cannot read"):
+        BatchScorer(model, ReviewPolicy(0.6)).score([record(b'{"id": "1", "text": "fine"}')])  # type: ignore[arg-type]
+    assert model.calls == 2  # the batch, then the plain sentence that tells a broken model from a bad text

@@ -1,12 +1,14 @@
 """The ClickHouse sink on the real engine (chDB through clickhouse-connect)."""
 
+import hashlib
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from model.registry import version_order
-from schemas import EmotionScore
+from schemas import DeadLetter, EmotionScore
 from stream.sink import DDL_DIR, ClickHouseSink, ddl_statements
 
 pytestmark = pytest.mark.integration
@@ -83,19 +85,52 @@ def test_other_write_errors_are_raised_for_the_retry_loop(tmp_path: Path) -> Non
         sink.close()
 
 
-def test_ddl_files_parse_into_create_statements() -> None:
+NO_OP_THE_SECOND_TIME = {  # each tested on the engine: below, and in tests/test_review_data.py
+    "MODIFY COLUMN tweets Int64",
+    "MODIFY ORDER BY (tweet_id, text_sha256)",
+    "MODIFY COLUMN text_sha256 String MATERIALIZED lower(hex(SHA256(text)))",
+}
+
+
+def test_ddl_files_parse_into_idempotent_statements() -> None:
+    """Applied at every start: creations that skip what exists, and ALTERs that change nothing the second time."""
     statements = ddl_statements()
-    assert statements and all(
-        s.startswith(
-            (
-                "CREATE TABLE IF NOT EXISTS",
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS",
-                "CREATE VIEW IF NOT EXISTS",
-                "ALTER TABLE emotion_trends_minute MODIFY COLUMN tweets Int64",  # idempotent, tested below
+    creations = ("CREATE TABLE IF NOT EXISTS", "CREATE MATERIALIZED VIEW IF NOT EXISTS", "CREATE VIEW IF NOT EXISTS")
+    for statement in statements:
+        if statement.startswith("ALTER TABLE"):
+            clauses = re.split(r",\s*(?=ADD|MODIFY|DROP|RENAME)", statement.split(None, 3)[3])
+            assert all(c.startswith("ADD COLUMN IF NOT EXISTS") or c in NO_OP_THE_SECOND_TIME for c in clauses), (
+                statement
             )
+        else:
+            assert statement.startswith(creations), statement[:80]
+    assert statements
+
+
+def test_dead_letters_made_before_they_were_bounded_gain_the_columns_and_keep_their_rows(tmp_path: Path) -> None:
+    sink = ClickHouseSink(f"chdb://{tmp_path / 'ch'}")
+    try:
+        sink.client.command(
+            "CREATE TABLE dead_letters (topic LowCardinality(String), partition UInt32, offset UInt64, "
+            "key Nullable(String), value Nullable(String), error String, failed_at DateTime64(3, 'UTC'), "
+            "inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree(failed_at) "
+            "ORDER BY (topic, partition, offset)"
         )
-        for s in statements
-    )
+        sink.client.command(
+            "INSERT INTO dead_letters (topic, partition, offset, value, error) VALUES ('t', 0, 1, 'x', 'old')"
+        )
+        sink.apply_schema()
+        sink.apply_schema()
+        sink.write([], [DeadLetter.of("t", 0, 2, None, b"y" * 20_000, "new")])
+        rows = sink.query(
+            "SELECT offset, length(value), value_length, value_sha256, error FROM dead_letters ORDER BY offset"
+        )[1]
+        assert rows == [
+            (1, 1, None, None, "old"),
+            (2, 16_384, 20_000, hashlib.sha256(b"y" * 20_000).hexdigest(), "new"),
+        ]
+    finally:
+        sink.close()
 
 
 def test_an_unsigned_rollup_becomes_signed_once_and_keeps_its_rows(tmp_path: Path) -> None:

@@ -312,11 +312,13 @@ def test_a_slow_query_does_not_hold_up_the_stream(stack: Stack, small_data: Path
 
 
 def failing_table(directory: Path) -> None:
-    """``emotion_scores`` with a constraint no row meets: every insert fails, on the real engine, for as long
-    as the worker runs, while its start-up (the idempotent DDL) still succeeds."""
+    """``emotion_scores`` that refuses every insert as a server does when merges fall behind (TOO_MANY_PARTS,
+    an outage: nothing about the rows), on the real engine, for as long as the worker runs, while its
+    start-up (the idempotent DDL) still succeeds."""
     sink = ClickHouseSink(f"chdb://{directory}")
     sink.apply_schema()
-    sink.client.command("ALTER TABLE emotion_scores ADD CONSTRAINT refuse_every_row CHECK length(tweet_id) < 0")
+    sink.client.command("INSERT INTO emotion_scores (tweet_id, model_version) VALUES ('seed', 'v0000')")
+    sink.client.command("ALTER TABLE emotion_scores MODIFY SETTING parts_to_throw_insert = 1")
     sink.close()
 
 
@@ -386,3 +388,48 @@ def test_up_stops_in_time_with_its_broker_while_writes_fail(
     with pytest.raises(OSError):  # the broker `up` started is gone too
         socket.create_connection((host, int(port)), timeout=2).close()
     assert not (home / "broker.json").exists() and not endpoint_file(home / "clickhouse").exists()
+
+
+def committed_total(bootstrap: str, group: str, topic: str, partitions: int = 4) -> int:
+    """The group's committed offsets on ``topic``, summed: the records it will never be given again."""
+
+    async def read() -> int:
+        from aiokafka import TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            offsets = [await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)]
+        finally:
+            await consumer.stop()
+        return sum(offset or 0 for offset in offsets)
+
+    return asyncio.run(read())
+
+
+def test_a_row_clickhouse_refuses_is_a_dead_letter_and_the_stream_goes_on(stack: Stack, small_data: Path) -> None:
+    """A ClickHouse error for one row of a batch (a constraint it violates): the batch's other rows are
+    written, that row's record is a dead letter with ClickHouse's error, and every offset is committed."""
+    path, _ = tweets_file(small_data, stack.tmp / "tweets.jsonl", 120)
+    sink = ClickHouseSink(stack.dsn())
+    sink.apply_schema()
+    sink.client.command("ALTER TABLE emotion_scores ADD CONSTRAINT refuse_one CHECK tweet_id != 't0042'")
+    sink.close()
+    stack.env["EMOSTREAM_MAX_BATCH"] = "64"
+    stack.start_worker()
+    assert stack.ingest(path).returncode == 0
+    stack.wait_for_rows(119)
+    (letter,) = [
+        DeadLetter.model_validate_json(v) for v in read_topic(stack.bootstrap, f"{stack.topic}.dlq", 1, timeout=30)
+    ]
+    assert (
+        b'"t0042"' in (letter.value or b"") and "VIOLATED_CONSTRAINT" in letter.error and "refuse_one" in letter.error
+    )
+    assert stack.sql("SELECT offset, error FROM dead_letters FINAL") == [[letter.offset, letter.error]]
+    ids = {row[0] for row in stack.sql("SELECT tweet_id FROM emotion_scores FINAL")}
+    assert ids == {f"t{i:04d}" for i in range(120)} - {"t0042"}
+    deadline = time.monotonic() + 30  # Faust commits once a second
+    while (committed := committed_total(stack.bootstrap, stack.env["EMOSTREAM_GROUP_ID"], stack.topic)) < 120:
+        assert time.monotonic() < deadline, (committed, stack.logs())
+        time.sleep(1)
+    assert committed == 120  # nothing behind the refused row is held back, nothing past the topic's end

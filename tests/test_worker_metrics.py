@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from model.registry import ModelRegistry
 from stream.broker import free_port
-from stream.metrics import ClickHouseProbe, Readiness, WorkerMetrics, consumer_lag
+from stream.metrics import BatchHealth, ClickHouseProbe, Readiness, WorkerMetrics, consumer_lag
 from stream.review_policy import in_sample
 from stream.scoring import BatchScorer
 from tests.test_scoring import MALFORMED
@@ -175,7 +175,47 @@ def test_ready_when_every_check_passes() -> None:
     status, body = report(Readiness(Model, Answers(), lambda: {0, 1}))
     assert status == 200
     assert body["status"] == "ready" and "failed" not in body
-    assert body["checks"] == {"model": "v0042 (stub)", "clickhouse": "ok", "partitions": "2 assigned: 0, 1"}
+    assert body["checks"] == {
+        "model": "v0042 (stub)",
+        "clickhouse": "ok",
+        "partitions": "2 assigned: 0, 1",
+        "batches": "ok",
+    }
+
+
+def test_not_ready_while_a_batch_keeps_failing_past_the_timeout_and_ready_once_it_goes_through() -> None:
+    """A ClickHouse that answers SELECT 1 but refuses inserts (a full disk) must not look ready."""
+    now = [1000.0]
+    health = BatchHealth(clock=lambda: now[0])
+    readiness = Readiness(Model, Answers(), lambda: {0}, health=health, failing_timeout=30)
+    health.failed("write", "DatabaseError: Code: 243. Cannot reserve 1.00 MiB, not enough space (NOT_ENOUGH_SPACE)")
+    now[0] += 29
+    assert asyncio.run(readiness.report())[0] == 200  # a retry or two is not yet a problem
+    health.failed("write", "DatabaseError: Code: 243. Cannot reserve 1.00 MiB, not enough space (NOT_ENOUGH_SPACE)")
+    now[0] += 2
+    status, body = asyncio.run(readiness.report())
+    assert (status, body["failed"]) == (503, ["batches"])
+    assert body["checks"]["batches"] == (
+        "write failing for 31 s (2 tries): DatabaseError: Code: 243. Cannot reserve 1.00 MiB, not enough space "
+        "(NOT_ENOUGH_SPACE)"
+    )
+    health.succeeded("write")
+    assert asyncio.run(readiness.report())[0] == 200
+
+
+def test_metrics_name_the_failing_stage_and_its_error_and_read_zero_once_it_recovers() -> None:
+    now = [50.0]
+    metrics = WorkerMetrics(clock=lambda: now[0])
+    metrics.health.failed("score", "RuntimeError: CUDA error: out of memory")
+    now[0] += 12
+    text = metrics.exposition(None)[0].decode()
+    assert 'emostream_batch_failing_seconds{stage="score"} 12.0' in text
+    assert 'emostream_batch_failing_seconds{stage="write"} 0.0' in text
+    assert 'emostream_batch_failure_attempts{error="RuntimeError: CUDA error: out of memory",stage="score"} 1.0' in text
+    metrics.health.succeeded("score")
+    text = metrics.exposition(None)[0].decode()
+    assert 'emostream_batch_failing_seconds{stage="score"} 0.0' in text
+    assert "emostream_batch_failure_attempts{" not in text
 
 
 def test_not_ready_without_partitions_or_a_model() -> None:
