@@ -58,11 +58,19 @@ def hostile_statements(tmp: Path) -> list[str]:
         "SELECT * FROM s3('http://127.0.0.1:9/x.csv')",
         "SELECT * FROM remote('127.0.0.1:9000', system.one)",
         "SELECT * FROM executable('cat /etc/passwd', 'TSV', 'a String')",
+        "DESCRIBE TABLE url('http://127.0.0.1:9/x', 'LineAsString')",
+        "EXPLAIN SYNTAX SELECT * FROM url('http://127.0.0.1:9/x', 'LineAsString')",
+        "SELECT * FROM system.one WHERE dummy IN (SELECT 1 FROM remoteSecure('127.0.0.1:9', system.one))",
+        "SELECT * FROM cluster('default', system.one)",
+        f"DESCRIBE TABLE `{secret}`",
+        f"EXISTS TABLE `{secret}`",
         f"SELECT * FROM emotion_scores INTO OUTFILE '{tmp / 'out.csv'}'",
         f"EXPLAIN SELECT 1 INTO OUTFILE '{tmp / 'explain.txt'}'",
         "SET readonly = 0",
         "SELECT 1 SETTINGS readonly = 0",
         "SELECT 1 SETTINGS max_execution_time = 0",
+        "SELECT 1 SETTINGS max_memory_usage = 0",
+        "SET max_memory_usage = 0",
         "KILL QUERY WHERE 1",
         "SYSTEM DROP MARK CACHE",
         "USE system",
@@ -91,7 +99,8 @@ def test_refusals_name_the_rule_that_refused(database: tuple[ClickHouseSink, Rea
     cases = {
         "SELECT 1; SELECT 2": "Multi-statements are not allowed",
         "DROP TABLE emotion_scores": "only statements that read",
-        "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV', 'a String')": "readonly",
+        "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV', 'a String')": "the table function url() is not allowed",
+        "DESCRIBE TABLE s3('http://127.0.0.1:9/x.csv')": "the table function s3() is not allowed",
         f"SELECT file('{tmp / 'secret.txt'}')": "file() function",
         "SELECT 1 INTO OUTFILE '/tmp/x.csv'": "INTO OUTFILE",
         "SELECT * FROM system.numbers LIMIT 5000": "Limit for result exceeded",
@@ -120,6 +129,8 @@ def test_reads_work_after_refusals_and_print_as_clickhouse_prints(
     assert reader.query("DESCRIBE TABLE emotion_scores").rows[0][:2] == ["tweet_id", "String"]
     assert reader.query("WITH 2 AS x SELECT x * 3").rows == [[6]]
     assert reader.query("EXPLAIN SELECT 1").rows
+    assert reader.query("SELECT * FROM (SELECT * FROM numbers(3))").rows == [[0], [1], [2]]  # an allowed one
+    assert reader.query("SELECT getSetting('max_memory_usage')").rows == [[Settings().sql_max_memory]]
 
 
 def test_a_statement_runs_no_longer_than_the_timeout(tmp_path: Path) -> None:
