@@ -8,6 +8,14 @@ the endpoint itself.
 
 Two credentials, one scheme: the operator's token opens everything (SQL, health, Faust's pages, the
 review page); a reviewer's token opens the review and trends pages and their API, nothing else.
+
+Who a request labels as is the server's decision, never the client's: the reviewer name is bound to the
+credential (:meth:`RequestGuard.reviewer_of`; with the shared tokens, every caller is the reviewer the
+server is configured with, ``EMOSTREAM_REVIEWER``). A browser session records that name when the server
+issues it (signed, so the client cannot change it), and a cookie whose name is not its credential's any
+more opens nothing. ``?reviewer=`` on the sign-in URL and an ``X-Reviewer`` header are ignored: neither
+can choose or change the name. Personal credentials (one per reviewer, each bound to its own name) fit
+the same place, ``reviewer_of``, when they come.
 """
 
 from __future__ import annotations
@@ -67,7 +75,7 @@ class Principal:
     """Who a request comes from: the credential's scope, and the browser session if it came with one."""
 
     scope: str
-    reviewer: str
+    reviewer: str  # bound by the server to the credential (see the module's docstring)
     session: Session | None = None
 
 
@@ -102,7 +110,8 @@ class RequestGuard:
         sessions: SessionCodec | None = None,
         reviewer: str = "reviewer",
     ) -> None:
-        """``credentials``: scope -> token (a bare string: the operator's token alone)."""
+        """``credentials``: scope -> token (a bare string: the operator's token alone); ``reviewer``: the
+        name every caller of these credentials labels as."""
         tokens = {ADMIN: credentials} if isinstance(credentials, str) else dict(credentials)
         self._tokens = {scope: token.encode() for scope, token in tokens.items()}
         self.sessions = sessions
@@ -128,8 +137,9 @@ class RequestGuard:
             scope = self._scope_of(query["token"])
             if scope is None or self.sessions is None:
                 return Refusal(401, "the token in the URL is wrong (open the URL emostream printed)")
+            # ?reviewer= is dropped, not obeyed: the name is the credential's
             rest = "&".join(f"{k}={quote(v)}" for k, v in query.items() if k not in ("token", "reviewer"))
-            return Login(scope, query.get("reviewer") or self.reviewer, path + (f"?{rest}" if rest else ""))
+            return Login(scope, self.reviewer_of(scope), path + (f"?{rest}" if rest else ""))
         principal = self._bearer(headers) or self._session(cookies or {})
         if principal is None:
             return Refusal(401, "missing or wrong credential (Authorization: Bearer <token>)")
@@ -158,6 +168,10 @@ class RequestGuard:
             return Refusal(403, "cross-site requests are refused")
         return None
 
+    def reviewer_of(self, scope: str) -> str:
+        """The reviewer name a credential labels as: the server's configured reviewer for the shared tokens."""
+        return self.reviewer
+
     def _scope_of(self, token: str) -> str | None:
         for scope, expected in self._tokens.items():
             if hmac.compare_digest(token.strip().encode(), expected):
@@ -169,20 +183,22 @@ class RequestGuard:
         if scheme.lower() != "bearer":
             return None
         scope = self._scope_of(given)
-        reviewer = headers.get("X-Reviewer") or self.reviewer
-        return Principal(scope, reviewer) if scope else None
+        return Principal(scope, self.reviewer_of(scope)) if scope else None  # X-Reviewer: not read
 
     def _session(self, cookies: Mapping[str, str]) -> Principal | None:
         value = cookies.get(self.cookie)
         session = self.sessions.read(value) if value and self.sessions else None
         if session is None or session.scope not in self._tokens:
             return None
+        if session.reviewer != self.reviewer_of(session.scope):  # issued under another name: sign in again
+            return None
         return Principal(session.scope, session.reviewer, session)
 
-    def session_cookie(self, scope: str, reviewer: str) -> tuple[str, dict[str, Any]]:
-        """A fresh session cookie's value and attributes (HttpOnly, SameSite=Lax, path /, max age)."""
+    def session_cookie(self, scope: str) -> tuple[str, dict[str, Any]]:
+        """A fresh session cookie's value and attributes (HttpOnly, SameSite=Lax, path /, max age), for the
+        reviewer the credential of ``scope`` is bound to."""
         assert self.sessions is not None
-        value, _ = self.sessions.issue(scope, reviewer)
+        value, _ = self.sessions.issue(scope, self.reviewer_of(scope))
         return value, {"httponly": True, "samesite": "Lax", "path": "/", "max_age": int(self.sessions.max_age)}
 
     def middleware(self) -> Callable[..., Awaitable[Any]]:
@@ -197,7 +213,7 @@ class RequestGuard:
             decided = self.decide(request.method, request.path, request.headers, request.cookies, request.query)
             if isinstance(decided, Login):
                 try:
-                    value, attributes = self.session_cookie(decided.scope, decided.reviewer)
+                    value, attributes = self.session_cookie(decided.scope)
                 except SessionError as exc:
                     return web.json_response({"error": str(exc)}, status=400)
                 response = web.HTTPSeeOther(decided.location)

@@ -7,7 +7,10 @@ A browser cannot send a bearer header on a plain page load, so opening the print
 - stateless: it survives a restart, and several servers sharing the credential accept each other's;
 - revocable: change the credential and every session issued under it stops working;
 - unforgeable without the credential, and bound to a scope (a reviewer's session opens the review
-  and trends pages only, even though it is the same kind of cookie as an operator's).
+  and trends pages only, even though it is the same kind of cookie as an operator's);
+- bound to a reviewer name that the server chose when it issued the cookie (the credential's, see
+  ``stream.auth``): the client can neither pick it at sign-in nor change it later, since changing the
+  payload breaks the signature. There is no endpoint that re-issues a session under another name.
 
 State-changing requests made with the cookie must also carry ``X-CSRF-Token``: an HMAC of the session's
 nonce that only a page of this origin can read (from ``/review/api/session``), so another site cannot
@@ -34,7 +37,8 @@ class SessionError(ValueError):
 
 
 def check_reviewer(name: str) -> str:
-    """A reviewer name as it is stored with each label: 1-64 printable characters, trimmed."""
+    """A reviewer name as it is stored with each label: 1-64 printable characters, trimmed. The names
+    come from the server's configuration (``EMOSTREAM_REVIEWER``), never from a request."""
     name = name.strip()
     if not name:
         raise SessionError("reviewer: must not be blank")
@@ -48,7 +52,7 @@ def check_reviewer(name: str) -> str:
 @dataclass(frozen=True)
 class Session:
     scope: str  # "admin" or "review": what the credential that opened it may do
-    reviewer: str
+    reviewer: str  # chosen by the server at issue, signed with the rest
     nonce: str  # identifies the session (leases are held per session, not per name)
     issued_at: float
 

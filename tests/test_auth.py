@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import stat
 from pathlib import Path
 
@@ -78,8 +80,9 @@ def test_a_page_opened_with_the_token_logs_in_and_drops_the_token_from_the_url()
     host = {"Host": "127.0.0.1:8123"}
     login = guard.decide("GET", "/review", host, query={"token": REVIEW_TOKEN, "brand": "acme & co"})
     assert login == Login(REVIEW, "ana", "/review?brand=acme%20%26%20co")
+    # ?reviewer= cannot name the session: the credential's reviewer it is, and the parameter is dropped
     named = guard.decide("GET", "/review", host, query={"token": REVIEW_TOKEN, "reviewer": "bo"})
-    assert isinstance(named, Login) and named.reviewer == "bo" and named.location == "/review"
+    assert isinstance(named, Login) and named.reviewer == "ana" and named.location == "/review"
     assert guard.decide("GET", "/review", host, query={"token": "wrong"}) == Refusal(
         401, "the token in the URL is wrong (open the URL emostream printed)"
     )
@@ -92,7 +95,7 @@ def test_a_session_cookie_opens_its_scope_and_state_changes_need_the_csrf_token(
     clock = Clock()
     guard = guard_with_sessions(clock)
     assert guard.sessions is not None
-    value, attributes = guard.session_cookie(REVIEW, "ana")
+    value, attributes = guard.session_cookie(REVIEW)
     assert attributes["httponly"] and attributes["samesite"] == "Lax"
     cookies = {guard.cookie: value}
     host = {"Host": "127.0.0.1:8123"}
@@ -127,7 +130,7 @@ def test_a_session_cookie_opens_its_scope_and_state_changes_need_the_csrf_token(
 
 def test_only_a_page_load_may_come_from_another_site() -> None:
     guard = guard_with_sessions()
-    value, _ = guard.session_cookie(REVIEW, "ana")
+    value, _ = guard.session_cookie(REVIEW)
     cookies = {guard.cookie: value}
     link = {"Host": "127.0.0.1:8123", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
     assert isinstance(guard.decide("GET", "/review", link, cookies), Principal)  # a link from a chat, say
@@ -140,14 +143,48 @@ def test_only_a_page_load_may_come_from_another_site() -> None:
 
 
 def test_behind_a_port_mapping_the_origin_is_the_host_the_browser_used() -> None:
-    guard = RequestGuard({REVIEW: REVIEW_TOKEN}, "0.0.0.0", 8080, SessionCodec({REVIEW: REVIEW_TOKEN}, 3600))
-    value, _ = guard.session_cookie(REVIEW, "ana")
+    guard = RequestGuard({REVIEW: REVIEW_TOKEN}, "0.0.0.0", 8080, SessionCodec({REVIEW: REVIEW_TOKEN}, 3600), "ana")
+    value, _ = guard.session_cookie(REVIEW)
     assert guard.sessions is not None
     csrf = guard.sessions.csrf_token(guard.sessions.read(value))  # type: ignore[arg-type]
     same = {"Host": "review.internal:9000", "Origin": "http://review.internal:9000", "X-CSRF-Token": csrf}
     assert isinstance(guard.decide("POST", "/review/api/label", same, {guard.cookie: value}), Principal)
     other = {**same, "Origin": "http://evil.example"}
     assert guard.decide("POST", "/review/api/label", other, {guard.cookie: value}).status == 403  # type: ignore[union-attr]
+
+
+def test_the_reviewer_is_the_credentials_whatever_the_request_says() -> None:
+    """With the shared tokens every caller is the server's reviewer: a header, a query parameter or a
+    cookie issued under another name cannot make a request label as someone else."""
+    clock = Clock()
+    guard = guard_with_sessions(clock)
+    assert guard.sessions is not None
+    host = {"Host": "127.0.0.1:8123"}
+    for claim in ({"X-Reviewer": "alice"}, {"X-Reviewer": "ana"}, {}):
+        bearer = guard.decide("POST", "/review/api/undo", {**host, "Authorization": f"Bearer {REVIEW_TOKEN}", **claim})
+        assert isinstance(bearer, Principal) and bearer.reviewer == "ana" and bearer.session is None
+    admin = guard.decide("GET", "/review/api/items", {**host, "Authorization": f"Bearer {TOKEN}", "X-Reviewer": "x"})
+    assert isinstance(admin, Principal) and admin.reviewer == "ana"
+    value, _ = guard.session_cookie(REVIEW)
+    principal = guard.decide(
+        "GET", "/review/api/items", {**host, "X-Reviewer": "alice"}, {guard.cookie: value}, {"reviewer": "alice"}
+    )
+    assert isinstance(principal, Principal) and principal.reviewer == "ana"
+    # a genuine cookie (signed with the right key) that names another reviewer: an older server's, or one
+    # issued before the reviewer was renamed in the settings; it opens nothing
+    other, session = guard.sessions.issue(REVIEW, "alice")
+    assert guard.sessions.read(other) == session
+    assert guard.decide("GET", "/review/api/items", host, {guard.cookie: other}) == Refusal(
+        401, "missing or wrong credential (Authorization: Bearer <token>)"
+    )
+    renamed = RequestGuard({ADMIN: TOKEN, REVIEW: REVIEW_TOKEN}, "127.0.0.1", 8123, guard.sessions, reviewer="bo")
+    assert renamed.decide("GET", "/review/api/items", host, {guard.cookie: value}).status == 401  # type: ignore[union-attr]
+    # and a cookie's name cannot be edited: the signature covers it
+    payload, _, signature = value.partition(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    body["r"] = "alice"
+    forged = base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode()).decode().rstrip("=")
+    assert guard.decide("GET", "/review/api/items", host, {guard.cookie: f"{forged}.{signature}"}).status == 401  # type: ignore[union-attr]
 
 
 def test_reviewer_names_are_checked() -> None:

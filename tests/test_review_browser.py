@@ -2,11 +2,14 @@
 
 `emostream up` with a tiny model and every tweet sent to review; tweets ingested as a user would; then a
 reviewer labels with the keyboard, skips, undoes, and the labels are checked where they must land:
-`review_labels` (through `emostream sql`) and the `tweets.labels` topic.
+`review_labels` (through `emostream sql`) and the `tweets.labels` topic, each with the hash of the text the
+page showed, under the server's reviewer name (the page offers no way to change it, and a `&reviewer=`
+in the sign-in URL is ignored).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -63,6 +66,7 @@ def up(trained_registry: Path, small_data: Path, tmp_path: Path) -> Iterator[tup
         "EMOSTREAM_REGISTRY": str(trained_registry),
         "EMOSTREAM_REVIEW_THRESHOLD": "1.0",  # every tweet goes to review
         "EMOSTREAM_PARTITIONS": "2",
+        "EMOSTREAM_REVIEWER": "ana",
     }
     log = tmp_path / "up.log"
     with log.open("wb") as handle:
@@ -88,6 +92,18 @@ def up(trained_registry: Path, small_data: Path, tmp_path: Path) -> Iterator[tup
             process.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def current_text(driver: object) -> tuple[str, str, str] | None:
+    """The current item as the page shows it: its id, its text and the text hash it will send back."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    try:
+        card = driver.find_element("css selector", "[data-tweet-id][data-current]")  # type: ignore[attr-defined]
+        text = card.find_element("css selector", ".tweet").text
+        return card.get_attribute("data-tweet-id"), text, card.get_attribute("data-text-sha256")
+    except (StaleElementReferenceException, NoSuchElementException):
+        return None
 
 
 def current_id(driver: object) -> str | None:
@@ -136,15 +152,23 @@ def test_a_reviewer_labels_skips_and_undoes_with_the_keyboard(
     driver = open_browser(browsers)
     deadline = time.monotonic() + 60
     while True:  # the queue fills as the worker scores the ingested tweets
-        driver.get(url + "&reviewer=ana")  # type: ignore[attr-defined]
+        driver.get(url + "&reviewer=mallory")  # type: ignore[attr-defined]  # a name the server ignores
         time.sleep(1)
         if current_id(driver) or time.monotonic() > deadline:
             break
     assert driver.current_url.endswith("/review")  # type: ignore[attr-defined]  # the token left the address bar
+    who = driver.find_element("id", "reviewer")  # type: ignore[attr-defined]
+    assert who.text == "ana" and who.tag_name == "span"  # the server's name, and nothing to click to change it
+    assert driver.find_elements("css selector", "header button") == []  # type: ignore[attr-defined]
     given: list[tuple[str, str]] = []
+    hashes: dict[str, str] = {}
     for key, label in (("1", "sadness"), ("2", "joy"), ("0", "none")):
         shown = current_id(driver)
         assert shown is not None
+        item = current_text(driver)
+        assert item is not None and item[0] == shown
+        assert item[2] == hashlib.sha256(item[1].encode()).hexdigest()  # the hash of the text on the screen
+        hashes[shown] = item[2]
         press(driver, key)
         wait_until(lambda shown=shown: current_id(driver) not in (None, shown))
         given.append((shown, label))
@@ -162,12 +186,13 @@ def test_a_reviewer_labels_skips_and_undoes_with_the_keyboard(
         "sql",
         "--format",
         "csv",
-        "SELECT tweet_id, label, reviewer, retracted FROM review_labels ORDER BY labelled_at",
+        "SELECT tweet_id, label, reviewer, retracted, text_sha256 FROM review_labels ORDER BY labelled_at",
         env=env,
     )
     assert result.returncode == 0, result.stderr
     rows = [line.split(",") for line in result.stdout.strip().splitlines()[1:]]
-    expected = [[tweet, label, "ana", "false"] for tweet, label in given] + [[given[-1][0], "none", "ana", "true"]]
+    expected = [[tweet, label, "ana", "false", hashes[tweet]] for tweet, label in given]
+    expected.append([given[-1][0], "none", "ana", "true", hashes[given[-1][0]]])
     assert rows == expected
     assert skipped not in {tweet for tweet, _ in given}
     # the reviewer's token opens the pages, not the operator's routes of the same server
@@ -175,6 +200,6 @@ def test_a_reviewer_labels_skips_and_undoes_with_the_keyboard(
     assert sql_status(base, token) == 403
     assert sql_status(base, read_token(token_file(endpoint_file(Path(env["EMOSTREAM_HOME"]) / "clickhouse")))) == 200
     on_topic = [json.loads(value) for value in read_topic(bootstrap, "tweets.labels", expect=4)]
-    assert sorted((r["tweet_id"], r["label"], r["retracted"]) for r in on_topic) == sorted(
-        (tweet, label, retracted == "true") for tweet, label, _, retracted in rows
+    assert sorted((r["tweet_id"], r["label"], r["retracted"], r["text_sha256"]) for r in on_topic) == sorted(
+        (tweet, label, retracted == "true", sha) for tweet, label, _, retracted, sha in rows
     )

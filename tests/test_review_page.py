@@ -4,6 +4,10 @@ The queue is filled on the engine first; then `emostream review` serves it, and 
 the way the page (a cookie and the CSRF token) or a program (a bearer token) does, hostile requests
 included. What reaches `tweets.labels` is read from the broker; what reached `review_labels`, from the
 engine once the server has stopped (chDB lets one process at a time open a directory).
+
+Besides the 40 items of the page's order, the queue holds a tweet id that was sent twice with different
+texts (RESENT: the first text labelled by another reviewer, bo, before the server started; the second
+pending), for the rules that bind a label to what was shown and to the server's reviewer.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ from typing import Any
 import pytest
 
 from schemas import LABELS, EmotionScore, ReviewItem, Tweet
+from schemas.messages import TWEET_ID_MAX_CHARS
 from stream.broker import free_port
+from stream.review.leases import LEASE_HOLDERS
+from stream.review.queue import ReviewQueue, ShownLabel, text_sha256
 from stream.sink import ClickHouseSink
 from tests.conftest import EMOSTREAM, run_cli
 from tests.test_streaming import read_topic
@@ -34,6 +41,9 @@ pytestmark = pytest.mark.integration
 REVIEW_TOKEN = "review-" + uuid.uuid4().hex
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 ITEMS = 40
+REVIEWER = "ana"  # the server's EMOSTREAM_REVIEWER: every session and program of its tokens labels as ana
+RESENT, FIRST_TEXT, SECOND_TEXT = "r1", "resent tweet, as it was first sent", "resent tweet, other text"
+PENDING_AT_START, DONE_AT_START = ITEMS + 1, 1  # RESENT's second text is pending, its first is bo's
 
 
 def queue_item(i: int) -> ReviewItem:
@@ -52,6 +62,23 @@ def queue_item(i: int) -> ReviewItem:
         **probabilities,
     )
     return ReviewItem(tweet=Tweet(id=score.tweet_id, text=f"queued tweet {i}"), score=score, reason="test")
+
+
+def resent_item(text: str, minutes: int) -> ReviewItem:
+    """Last in the queue's order (margin 0.9), of a brand and a model label of its own."""
+    score = queue_item(0).score.model_copy(
+        update={"tweet_id": RESENT, "brand": "initech", "label": "surprise", "margin": 0.9, "confidence": 0.5}
+    )
+    score.scored_at += timedelta(minutes=minutes)
+    return ReviewItem(tweet=Tweet(id=RESENT, text=text), score=score, reason="test")
+
+
+def ref(tweet_id: str, text: str) -> dict[str, str]:
+    return {"tweet_id": tweet_id, "text_sha256": text_sha256(text)}
+
+
+def queued(i: int) -> dict[str, str]:
+    return ref(f"q{i:03d}", f"queued tweet {i}")
 
 
 @dataclass
@@ -81,17 +108,24 @@ class Server:
             payload = text
         return response.status, payload, response
 
-    def login(self, reviewer: str) -> Browser:
-        status, _, response = self.request("GET", f"/review?token={REVIEW_TOKEN}&reviewer={reviewer}")
+    def login(self, query: str = "") -> Browser:
+        """A new browser session, signed in with the review token (``query``: more of the sign-in URL)."""
+        status, _, response = self.request("GET", f"/review?token={REVIEW_TOKEN}{query}")
         assert status == 303 and response.getheader("Location") == "/review"
         cookie = response.getheader("Set-Cookie")
         assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
         name, _, value = cookie.split(";")[0].partition("=")
         browser = Browser(self, {"Cookie": f"{name}={value}"})
         status, session, _ = self.request("GET", "/review/api/session", headers=browser.cookie)
-        assert status == 200 and session["reviewer"] == reviewer and session["scope"] == "review"
+        assert status == 200 and session["reviewer"] == REVIEWER and session["scope"] == "review"
         browser.csrf = session["csrf"]
         return browser
+
+    def program(self, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
+        """A program's request: the review token as a bearer, no cookie, no CSRF token."""
+        sent = {"Authorization": f"Bearer {REVIEW_TOKEN}", **{k.replace("_", "-"): v for k, v in headers.items()}}
+        status, answer, _ = self.request("GET" if body is None else "POST", path, body, sent)
+        return status, answer
 
     def labels_on_topic(self, expect: int) -> list[dict[str, Any]]:
         return [json.loads(value) for value in read_topic(self.bootstrap, self.topic, expect, timeout=10)]
@@ -114,9 +148,28 @@ class Browser:
         status, answer, _ = self.server.request("POST", path, body, {**self.cookie, "X-CSRF-Token": self.csrf})
         return status, answer
 
-    def window(self, n: int = 5, **filters: str) -> list[str]:
+    def items(self, n: int = 5, **filters: str) -> list[dict[str, Any]]:
         query = "&".join(f"{k}={v}" for k, v in {"n": str(n), **filters}.items())
-        return [item["tweet_id"] for item in self.get(f"/review/api/items?{query}")["items"]]
+        return self.get(f"/review/api/items?{query}")["items"]
+
+    def window(self, n: int = 5, **filters: str) -> list[str]:
+        return [item["tweet_id"] for item in self.items(n, **filters)]
+
+    def label(self, item: dict[str, Any] | str, label: str) -> tuple[int, Any]:
+        """Label an item as the page does: by id and the hash of the text shown (a q-id: its queued text)."""
+        return self.post("/review/api/label", {**_ref(item), "label": label})
+
+    def undo(self, item: dict[str, Any] | str) -> tuple[int, Any]:
+        return self.post("/review/api/undo", _ref(item))
+
+    def skip(self, item: dict[str, Any] | str) -> tuple[int, Any]:
+        return self.post("/review/api/skip", _ref(item))
+
+
+def _ref(item: dict[str, Any] | str) -> dict[str, str]:
+    if isinstance(item, str):
+        return queued(int(item[1:]))
+    return {"tweet_id": item["tweet_id"], "text_sha256": item["text_sha256"]}
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +180,14 @@ def server(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     sink.apply_schema()
     items = [queue_item(i) for i in range(ITEMS)]
     sink.write([item.score for item in items], reviews=items)
+    sink.write([], reviews=[resent_item(FIRST_TEXT, 0)])
+    sink.write([], reviews=[resent_item(SECOND_TEXT, 5)])  # the same id again, with other text
     sink.close()
+    queue = ReviewQueue(f"chdb://{directory}")  # bo labelled the first text (on another server, say)
+    queue.write_label(
+        ShownLabel(**ref(RESENT, FIRST_TEXT), label="joy", reviewer="bo", model_version="v0007", confidence=0.5)
+    )
+    queue.close()
     port = free_port("127.0.0.1")
     topic = f"labels-{uuid.uuid4().hex[:8]}"
     env = {
@@ -139,6 +199,7 @@ def server(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
         "EMOSTREAM_WEB_PORT": str(port),
         "EMOSTREAM_REVIEW_TOKEN": REVIEW_TOKEN,
         "EMOSTREAM_WEB_TOKEN": ADMIN_TOKEN,
+        "EMOSTREAM_REVIEWER": REVIEWER,
     }
     log = tmp / "review.log"
     with log.open("wb") as handle:
@@ -158,7 +219,7 @@ def test_the_page_is_served_with_its_assets_and_the_url_holds_no_secret_it_did_n
     log = server.log.read_text()
     assert f"http://127.0.0.1:{server.port}/review (token: EMOSTREAM_REVIEW_TOKEN)" in log
     assert REVIEW_TOKEN not in log  # a token the user set is not printed
-    ana = server.login("ana")
+    ana = server.login()
     page = server.request("GET", "/review", headers=ana.cookie)
     assert page[0] == 200 and "/review/static/review.js" in page[1]
     assert page[2].getheader("X-Frame-Options") == "DENY"
@@ -173,12 +234,14 @@ def test_the_page_is_served_with_its_assets_and_the_url_holds_no_secret_it_did_n
 
 
 def test_the_most_uncertain_come_first_filters_narrow_and_counts_add_up(server: Server) -> None:
-    ana = server.login("ana-order")
+    ana = server.login()
     window = ana.get("/review/api/items?n=6")
     margins = [item["margin"] for item in window["items"]]
     assert margins == sorted(margins) and margins[0] == 0.0
-    assert window["counts"]["pending_all"] == ITEMS and window["counts"]["done"] == 0
-    assert sum(window["counts"]["brands"].values()) == ITEMS
+    counts = window["counts"]
+    assert counts["pending_all"] == PENDING_AT_START and counts["done"] == DONE_AT_START
+    assert counts["done_by_you"] == 0  # bo's label is not ana's
+    assert sum(counts["brands"].values()) == PENDING_AT_START and counts["brands"]["initech"] == 1
     acme = ana.get("/review/api/items?n=6&brand=acme")
     assert {item["brand"] for item in acme["items"]} == {"acme"} and acme["counts"]["pending"] == ITEMS // 2
     fear = ana.get("/review/api/items?n=6&label=fear")
@@ -186,47 +249,95 @@ def test_the_most_uncertain_come_first_filters_narrow_and_counts_add_up(server: 
     assert fear["counts"]["pending"] == len(fear["items"]) == sum(LABELS[i % 6] == "fear" for i in range(ITEMS))
     item = acme["items"][0]
     assert set(item["probabilities"]) == set(LABELS) and item["text"].startswith("queued tweet")
+    assert item["text_sha256"] == text_sha256(item["text"])  # the item names the text it shows
+    (resent,) = ana.items(6, brand="initech")
+    assert resent["tweet_id"] == RESENT and resent["text"] == SECOND_TEXT  # the labelled first text is not
+    assert ana.skip(resent)[0] == 200  # off this screen again (later tests label it)
 
 
-def test_two_reviewers_never_get_the_same_item_and_a_label_on_anothers_item_is_refused(server: Server) -> None:
-    ana, bo = server.login("ana"), server.login("bo")
-    mine, theirs = ana.window(8), bo.window(8)
+def test_two_sessions_never_get_the_same_item_and_a_label_on_anothers_item_is_refused(server: Server) -> None:
+    one, two = server.login(), server.login()  # one reviewer, two tabs (or two people on the shared token)
+    mine, theirs = one.window(8), two.window(8)
     assert len(mine) == len(theirs) == 8 and not set(mine) & set(theirs)
-    assert ana.window(8) == mine  # renewing keeps the same items, in the same order
-    status, answer = bo.post("/review/api/label", {"tweet_id": mine[0], "label": "joy"})
+    assert one.window(8) == mine  # renewing keeps the same items, in the same order
+    status, answer = two.label(mine[0], "joy")
     assert status == 409 and "another reviewer" in answer["error"]
-    status, answer = ana.post("/review/api/label", {"tweet_id": mine[0], "label": "anger"})
-    assert status == 200 and answer["label"]["reviewer"] == "ana" and answer["label"]["model_version"] == "v0007"
-    assert mine[0] not in ana.window(8) and mine[0] not in bo.window(8)  # labelled: no longer pending
+    status, answer = one.label(mine[0], "anger")
+    assert status == 200 and answer["label"]["reviewer"] == REVIEWER and answer["label"]["model_version"] == "v0007"
+    assert answer["label"]["text_sha256"] == text_sha256(f"queued tweet {int(mine[0][1:])}")
+    assert mine[0] not in one.window(8) and mine[0] not in two.window(8)  # labelled: no longer pending
     skipped = mine[1]
-    assert ana.post("/review/api/skip", {"tweet_id": skipped})[0] == 200
-    assert skipped not in ana.window(8)
-    assert skipped in server.login("cat").window(3)  # given up at once: the next reviewer gets it
+    assert one.skip(skipped)[0] == 200
+    assert skipped not in one.window(8)
+    assert skipped in server.login().window(3)  # given up at once: the next session gets it
 
 
 def test_a_label_is_on_the_topic_before_the_page_hears_saved_and_undo_withdraws_it(server: Server) -> None:
-    cy = server.login("cy")
+    cy = server.login()
     first, second = cy.window(2)
-    assert cy.post("/review/api/label", {"tweet_id": first, "label": "fear"})[0] == 200
-    assert cy.post("/review/api/label", {"tweet_id": second, "label": "none"})[0] == 200
-    status, answer = cy.post("/review/api/undo", {"tweet_id": second})
+    assert cy.label(first, "fear")[0] == 200
+    assert cy.label(second, "none")[0] == 200
+    status, answer = cy.undo(second)
     assert status == 200 and answer["item"]["tweet_id"] == second
     assert cy.window(3)[0] == second  # back on the reviewer's screen, first
-    records = [r for r in server.labels_on_topic(expect=4) if r["reviewer"] == "cy"]  # ana's one, and cy's
+    records = [r for r in server.labels_on_topic(expect=4) if r["tweet_id"] in (first, second)]
     # keyed by tweet id: one tweet's events share a partition and keep their order
     by_tweet = {t: [(r["label"], r["retracted"]) for r in records if r["tweet_id"] == t] for t in (first, second)}
     assert by_tweet == {first: [("fear", False)], second: [("none", False), ("none", True)]}
-    assert cy.post("/review/api/undo", {"tweet_id": second})[0] == 409  # nothing left to undo
-    dee = server.login("dee")
-    status, answer = dee.post("/review/api/undo", {"tweet_id": first})
-    assert status == 409 and "cy's, not yours" in answer["error"]
+    assert {r["text_sha256"] for r in records} == {queued(int(t[1:]))["text_sha256"] for t in (first, second)}
+    assert cy.undo(second)[0] == 409  # nothing left to undo
+    other_tab = server.login()  # the same reviewer in another tab (the shared token: one reviewer)
+    status, answer = other_tab.label(first, "sadness")  # relabelling one's own label is allowed
+    assert status == 200 and answer["label"]["label"] == "sadness"
+    assert other_tab.undo(first)[0] == 200  # and so is undoing it
+
+
+def test_the_reviewer_is_the_servers_and_anothers_label_is_neither_undone_nor_overwritten(server: Server) -> None:
+    """The findings of the issue, as requests: a name chosen at sign-in, by a header, by a query parameter
+    or by the removed rename endpoint changes nothing; bo's label on RESENT's first text stays bo's."""
+    named = server.login("&reviewer=bo")  # login() checks: the session is ana's all the same
+    assert named.post("/review/api/session", {"reviewer": "bo"})[0] == 405  # no rename any more
+    assert named.get("/review/api/session?reviewer=bo")["reviewer"] == REVIEWER
+    first = ref(RESENT, FIRST_TEXT)
+    for who, (status, answer) in {
+        "a session": named.undo(first),
+        "a session claiming X-Reviewer: bo": server.request(
+            "POST", "/review/api/undo", first, {**named.cookie, "X-CSRF-Token": named.csrf, "X-Reviewer": "bo"}
+        )[:2],
+        "a program claiming X-Reviewer: bo": server.program("/review/api/undo", first, X_Reviewer="bo"),
+        "a program with ?reviewer=bo": server.program("/review/api/undo?reviewer=bo", first),
+    }.items():
+        assert status == 409 and "is bo's, not yours" in answer["error"], who
+    for status, answer in (
+        named.post("/review/api/label", {**first, "label": "anger"}),
+        server.program("/review/api/label", {**first, "label": "anger"}, X_Reviewer="bo"),
+    ):
+        assert status == 409 and "already labelled by bo" in answer["error"]
+    status, window = server.program("/review/api/items?n=1&reviewer=bo", X_Reviewer="bo")
+    assert status == 200 and window["counts"]["done_by_you"] < window["counts"]["done"]  # bo's is not "yours"
+    status, answer = server.program("/review/api/label", {**_ref(window["items"][0]), "label": "joy"}, X_Reviewer="bo")
+    assert status == 200 and answer["label"]["reviewer"] == REVIEWER  # the header named nobody
+
+
+def test_a_label_binds_to_the_text_shown_and_a_changed_text_is_refused(server: Server) -> None:
+    second = ref(RESENT, SECOND_TEXT)
+    status, answer = server.program(
+        "/review/api/label", {**ref(RESENT, "a text the page never showed"), "label": "joy"}
+    )
+    assert status == 409 and "changed since it was shown" in answer["error"]
+    status, answer = server.program("/review/api/label", {**ref("q005", "queued tweet 5, edited"), "label": "joy"})
+    assert status == 409 and "changed since it was shown" in answer["error"]
+    status, answer = server.program("/review/api/label", {**second, "label": "anger"})
+    assert status == 200 and answer["label"]["text_sha256"] == second["text_sha256"]
+    status, window = server.program("/review/api/items?n=5&brand=initech")
+    assert window["items"] == [] and window["counts"]["pending"] == 0  # both texts of RESENT labelled now
 
 
 def test_requests_without_the_credential_or_the_csrf_token_write_nothing(server: Server) -> None:
-    eve = server.login("eve")
+    eve = server.login()
     target = eve.window(1)[0]
     before = eve.get("/review/api/items?n=1")["counts"]["done"]
-    label = {"tweet_id": target, "label": "joy"}
+    label = {**queued(int(target[1:])), "label": "joy"}
     attempts = {
         "no credential": server.request("POST", "/review/api/label", label),
         "no CSRF token": server.request("POST", "/review/api/label", label, eve.cookie),
@@ -243,7 +354,7 @@ def test_requests_without_the_credential_or_the_csrf_token_write_nothing(server:
             "POST",
             "/review/api/label",
             headers={**eve.cookie, "X-CSRF-Token": eve.csrf, "Content-Type": "application/x-www-form-urlencoded"},
-            raw=f"tweet_id={target}&label=joy".encode(),
+            raw=f"tweet_id={target}&text_sha256={label['text_sha256']}&label=joy".encode(),
         ),
         "a forged cookie": server.request(
             "POST", "/review/api/label", label, {"Cookie": eve.cookie["Cookie"][:-3] + "abc", "X-CSRF-Token": eve.csrf}
@@ -267,32 +378,39 @@ def test_requests_without_the_credential_or_the_csrf_token_write_nothing(server:
 
 
 def test_bad_bodies_are_named_and_the_review_token_opens_nothing_else(server: Server) -> None:
-    fay = server.login("fay")
+    fay = server.login()
     target = fay.window(1)[0]
-    status, answer = fay.post("/review/api/label", {"tweet_id": target, "label": "boredom"})
+    status, answer = fay.label(target, "boredom")
     assert status == 400 and answer["error"].startswith("label: must be one of sadness")
-    status, answer = fay.post("/review/api/label", {"label": "joy"})
+    status, answer = fay.post("/review/api/label", {"label": "joy", "text_sha256": "0" * 64})
     assert status == 400 and "tweet_id: Field required" in answer["error"]
-    status, answer = fay.post("/review/api/label", {"tweet_id": "no-such-tweet", "label": "joy"})
+    status, answer = fay.post("/review/api/label", {"tweet_id": target, "label": "joy"})
+    assert status == 400 and "text_sha256: Field required" in answer["error"]  # a label says what it was for
+    status, answer = fay.post("/review/api/label", {"tweet_id": target, "text_sha256": "not-a-hash", "label": "joy"})
+    assert status == 400 and answer["error"].startswith("text_sha256: String should match pattern")
+    status, answer = fay.label(ref("no-such-tweet", "x"), "joy")
     assert status == 404 and "not in the review queue" in answer["error"]
-    status, answer = fay.post("/review/api/session", {"reviewer": "x" * 65})
-    assert status == 400 and "reviewer: at most 64" in answer["error"]
+    assert fay.skip(ref("no-such-tweet", "x"))[0] == 404  # an unknown item is not remembered
+    huge = {"tweet_id": "x" * 512 * 1024, "text_sha256": "0" * 64}  # the issue's 512 KB ids: refused before use
+    for path, body in (("label", {**huge, "label": "joy"}), ("skip", huge), ("undo", huge)):
+        status, answer = fay.post(f"/review/api/{path}", body)
+        assert (
+            status == 400 and f"tweet_id: String should have at most {TWEET_ID_MAX_CHARS} characters" in answer["error"]
+        )
     reviewer = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
     assert server.request("POST", "/sql", headers=reviewer, raw=b"SELECT 1")[0] == 403
     assert server.request("GET", "/", headers=reviewer)[0] == 403
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     assert server.request("POST", "/sql", headers=admin, raw=b"SELECT 1")[0] == 404  # let through: no such route here
-    program = {**reviewer, "X-Reviewer": "sim"}  # a program labels with the bearer token, no cookie, no CSRF
-    status, answer, _ = server.request("POST", "/review/api/label", {"tweet_id": target, "label": "love"}, program)
+    status, answer = server.program("/review/api/label", {**queued(int(target[1:])), "label": "love"})
     assert status == 409  # fay has it on her screen
-    status, window, _ = server.request("GET", "/review/api/items?n=1", headers=program)
-    own = window["items"][0]["tweet_id"]
-    status, answer, _ = server.request("POST", "/review/api/label", {"tweet_id": own, "label": "love"}, program)
-    assert status == 200 and answer["label"]["reviewer"] == "sim"
+    status, window = server.program("/review/api/items?n=1")
+    status, answer = server.program("/review/api/label", {**_ref(window["items"][0]), "label": "love"})
+    assert status == 200 and answer["label"]["reviewer"] == REVIEWER
 
 
 def test_trends_answer_on_the_same_credential(server: Server) -> None:
-    gus = server.login("gus")
+    gus = server.login()
     status, answer, _ = server.request("GET", "/trends/api?by=minute&since=30d", headers=gus.cookie)
     assert status == 200 and set(answer["shares"]) == set(LABELS)
     status, answer, _ = server.request("GET", "/trends/api?by=week", headers=gus.cookie)
@@ -306,27 +424,56 @@ def test_simulated_reviewers_label_through_the_same_api_and_skip_what_they_do_no
     answers = tmp_path / "gold.csv"  # answers for the odd items only, by text
     answers.write_text("text,label\n" + "".join(f"queued tweet {i},anger\n" for i in range(1, ITEMS, 2)))
     url = f"http://127.0.0.1:{server.port}"
-    base = ("review", "simulate", "--url", url, "--answers", answers, "--reviewer", "bot")
-    refused = run_cli(*base, env={"EMOSTREAM_REVIEW_TOKEN": "wrong"})
+    base = ("review", "simulate", "--url", url, "--answers", answers)
+    refused = run_cli(*base, env={"EMOSTREAM_REVIEW_TOKEN": "wrong-" + uuid.uuid4().hex})
     assert refused.returncode == 2 and "HTTP 401" in refused.stderr and "Traceback" not in refused.stderr
     assert run_cli(*base).returncode == 2  # no credential at all: says which setting to give
-    result = run_cli(*base, "--budget", "3", env={"EMOSTREAM_REVIEW_TOKEN": REVIEW_TOKEN})
+    token = {"EMOSTREAM_REVIEW_TOKEN": REVIEW_TOKEN}
+    named = run_cli(*base, "--reviewer", "bot", env=token)  # --reviewer cannot choose the name
+    said = " ".join(named.stderr.split())
+    assert named.returncode == 2 and "cannot choose another" in said and f"'{REVIEWER}'" in said
+    started = datetime.now(UTC)
+    result = run_cli(*base, "--budget", "3", "--reviewer", REVIEWER, env=token)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "3 labels given as 'bot'" in result.stdout
-    labels = [r for r in server.labels_on_topic(expect=8) if r["reviewer"] == "bot"]
-    assert len(labels) == 3 and {r["label"] for r in labels} == {"anger"}
+    assert f"3 labels given as '{REVIEWER}'" in result.stdout
+    labels = [r for r in server.labels_on_topic(expect=12) if datetime.fromisoformat(r["labelled_at"]) >= started]
+    assert (
+        len(labels) == 3 and {r["label"] for r in labels} == {"anger"} and {r["reviewer"] for r in labels} == {REVIEWER}
+    )
     assert all(int(r["tweet_id"][1:]) % 2 == 1 for r in labels)  # only items the answers know
+    assert all(r["text_sha256"] == queued(int(r["tweet_id"][1:]))["text_sha256"] for r in labels)
+
+
+def test_made_up_sessions_cannot_keep_the_queue_from_an_honest_reviewer(server: Server) -> None:
+    """The issue's case: many sessions opened with the token lease what they can; a reviewer who opens
+    the page afterwards still gets items, and can label them."""
+    flood = [server.login() for _ in range(30)]
+    for session in flood:
+        session.window(50)
+    leased = sum(len(session.window(50)) for session in flood)
+    honest = server.login()
+    items = honest.items(10)
+    assert items, "starved"
+    again = honest.get("/review/api/items?n=10")
+    assert [item["tweet_id"] for item in again["items"]][: len(items)] == [item["tweet_id"] for item in items]
+    assert leased <= LEASE_HOLDERS * 50 and again["counts"]["pending_all"] > len(items)  # the others hold the rest
+    assert honest.label(items[0], "sadness")[0] == 200
 
 
 def test_what_the_topic_has_the_table_has(server: Server) -> None:
     """Last: stop the server and read review_labels from the engine."""
-    on_topic = server.labels_on_topic(expect=8)
+    expected = 13  # 1 + 5 (two undos, a relabel) + 1 + 1 + 1 + 3 (simulated) + 1: none from refused requests
+    on_topic = server.labels_on_topic(expect=expected)
     server.process.send_signal(signal.SIGINT)
     assert server.process.wait(30) == 0, server.log.read_text()[-2000:]
     sink = ClickHouseSink(f"chdb://{server.directory}")
     try:
-        _, rows = sink.query("SELECT tweet_id, label, reviewer, retracted FROM review_labels ORDER BY labelled_at")
+        _, rows = sink.query(
+            "SELECT tweet_id, label, reviewer, retracted, text_sha256 FROM review_labels ORDER BY labelled_at"
+        )
     finally:
         sink.close()
-    assert sorted((r["tweet_id"], r["label"], r["reviewer"], r["retracted"]) for r in on_topic) == sorted(rows)
-    assert len(rows) == 8  # ana's, cy's two and one undo, sim's, bot's three: nothing from refused requests
+    topic = sorted((r["tweet_id"], r["label"], r["reviewer"], r["retracted"], r["text_sha256"]) for r in on_topic)
+    assert len(on_topic) == expected and topic == sorted(row for row in rows if row[2] != "bo")
+    assert [row for row in rows if row[2] == "bo"] == [(RESENT, "joy", "bo", False, text_sha256(FIRST_TEXT))]
+    assert {row[2] for row in rows} == {REVIEWER, "bo"}  # bo's was written before the server; all else ana's

@@ -3,37 +3,93 @@
 Trusted SQL written here, with every user-supplied value (filters, ids) bound as a query parameter,
 never formatted into the text. Blocking calls: the service runs them on a thread of its own.
 
-"Pending" means: in ``review_queue`` and without a current label, where a tweet's current label is its
-latest ``review_labels`` event unless that event is a retraction (an undo).
+An *item* is a tweet id together with the text that came with it: ``(tweet_id, text_sha256)``, where
+``text_sha256`` is the SHA-256 of the text, computed by ClickHouse itself (``review_queue.text_sha256``
+is MATERIALIZED, see ``deploy/clickhouse/004_review.sql``). Anyone who can produce to ``tweets`` can
+re-send an id with other text; that is a second item, pending again, and never a relabel of the first.
+
+A label names the item it was given for: ``review_labels.text_sha256`` is the hash of the text the
+reviewer was shown (the page sends it back). An item's *current label* is its latest label event unless
+that event is a retraction (an undo); *pending* means in ``review_queue`` without a current label. The
+training snapshot pairs each current label with exactly the text of its item.
+
+Labels written before ``text_sha256`` existed carry ``''``. Which text they were given for is not
+recorded; they count for their tweet id only while the queue holds a single text for it (the one the old
+code showed and trained on). Once another text arrives for that id, such a label binds to neither text:
+both are pending, so a re-sent text can never inherit a label, at worst it sends the old text back to a
+person (see ``LABEL_EVENTS``).
+
+``GLOBAL IN`` / ``GLOBAL JOIN`` where a query on a table has a subquery on another: on one server they
+are plain ``IN``/``JOIN``; on a cluster (Distributed tables) they are what ClickHouse allows.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints
 
 from schemas import LABELS, ReviewLabel
-from stream.sink import ClickHouseSink
+from stream.sink import LABEL_COLUMNS, ClickHouseSink
 
-LABELLED = "SELECT tweet_id FROM review_labels GROUP BY tweet_id HAVING NOT argMax(retracted, labelled_at)"
-CURRENT_LABELS = (
-    "SELECT tweet_id, argMax(label, labelled_at) AS label, argMax(reviewer, labelled_at) AS reviewer, "
-    "argMax(retracted, labelled_at) AS retracted, max(labelled_at) AS last_labelled_at "
-    "FROM review_labels GROUP BY tweet_id"
-)
-# The training file: the current label of each labelled tweet, "none" (no emotion fits) left out.
+SHA256_HEX = r"^[0-9a-f]{64}$"
+TextSha256 = Annotated[str, StringConstraints(pattern=SHA256_HEX)]
+ItemKey = tuple[str, str]  # (tweet_id, text_sha256)
+
+
+def text_sha256(text: str) -> str:
+    """The hash ClickHouse computes for ``review_queue.text_sha256``: SHA-256 of the UTF-8 text, lower hex."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class ShownLabel(ReviewLabel):
+    """A label bound to what the reviewer was shown: a row of ``review_labels`` and a ``tweets.labels`` record.
+
+    ``schemas.ReviewLabel`` plus the hash of the text it was given for, so that a consumer of the topic,
+    like the training snapshot, can tell which text of a tweet id the label is about.
+    """
+
+    text_sha256: TextSha256 = Field(description="SHA-256 (hex) of the text the label was given for")
+
+
+# Every label event, with the item it is for. A label from before text_sha256 ('') is bound to its tweet
+# id's one text while the queue holds only one; otherwise to none ('' again, which matches no item).
+LABEL_EVENTS = """
+SELECT l.tweet_id AS tweet_id, if(l.text_sha256 != '', l.text_sha256, legacy.only_sha256) AS text_sha256,
+       l.label AS label, l.reviewer AS reviewer, l.labelled_at AS labelled_at,
+       l.model_version AS model_version, l.confidence AS confidence, l.retracted AS retracted
+FROM review_labels AS l
+GLOBAL LEFT JOIN (
+    SELECT tweet_id, any(text_sha256) AS only_sha256 FROM review_queue
+    WHERE tweet_id GLOBAL IN (SELECT tweet_id FROM review_labels WHERE text_sha256 = '')
+    GROUP BY tweet_id HAVING uniqExact(text_sha256) = 1
+) AS legacy ON l.tweet_id = legacy.tweet_id
+"""
+CURRENT_LABELS = f"""
+SELECT tweet_id, text_sha256, argMax(label, labelled_at) AS label, argMax(reviewer, labelled_at) AS reviewer,
+       argMax(retracted, labelled_at) AS retracted, max(labelled_at) AS last_labelled_at
+FROM ({LABEL_EVENTS}) WHERE text_sha256 != '' GROUP BY tweet_id, text_sha256
+"""
+LABELLED = f"SELECT tweet_id, text_sha256 FROM ({CURRENT_LABELS}) WHERE NOT retracted"
+# The training file: the current label of each labelled item with the text of that item (the text the
+# label was given for), "none" (no emotion fits) left out. A tweet id with two labelled texts gives two
+# rows. Read by the retraining job by name: its columns stay tweet_id, text, label.
 TRAINING_LABELS_WITH_IDS = f"""
-SELECT tweet_id, q.text AS text, l.label AS label
+SELECT l.tweet_id AS tweet_id, q.text AS text, l.label AS label
 FROM ({CURRENT_LABELS}) AS l
-INNER JOIN (SELECT tweet_id, argMax(text, queued_at) AS text FROM review_queue GROUP BY tweet_id) AS q USING tweet_id
+INNER JOIN (SELECT tweet_id, text_sha256, any(text) AS text FROM review_queue GROUP BY tweet_id, text_sha256) AS q
+    ON l.tweet_id = q.tweet_id AND l.text_sha256 = q.text_sha256
 WHERE NOT l.retracted AND l.label != 'none'
-ORDER BY tweet_id
+ORDER BY tweet_id, l.text_sha256
 """
 TRAINING_LABELS = f"SELECT text, label FROM ({TRAINING_LABELS_WITH_IDS})"
 ITEM_COLUMNS = (
     "tweet_id",
+    "text_sha256",
     "brand",
     "created_at",
     "text",
@@ -44,6 +100,7 @@ ITEM_COLUMNS = (
     *LABELS,
     "reason",
 )
+NOT_LABELLED = f"(tweet_id, text_sha256) GLOBAL NOT IN ({LABELLED})"
 # The queue's order: the most uncertain first (lowest margin), with the random sample of confident
 # tweets (reason "sample: ...", see stream.review_policy) interleaved in proportion to its share, in
 # a fixed pseudo-random order: sorted last by margin, a sampled tweet would never come up in a long
@@ -51,30 +108,32 @@ ITEM_COLUMNS = (
 PENDING = f"""
 SELECT {", ".join(ITEM_COLUMNS)}
 FROM (
-    SELECT *, startsWith(reason, 'sample:') AS sampled,
+    SELECT *, text_sha256, startsWith(reason, 'sample:') AS sampled,
            row_number() OVER (PARTITION BY sampled ORDER BY
-               if(sampled, cityHash64(tweet_id) / 18446744073709551616.0, toFloat64(margin)), queued_at, tweet_id)
+               if(sampled, cityHash64(tweet_id) / 18446744073709551616.0, toFloat64(margin)), queued_at, tweet_id,
+               text_sha256)
            / count() OVER (PARTITION BY sampled) AS position
     FROM review_queue FINAL
-    WHERE tweet_id NOT IN ({LABELLED})
-      AND tweet_id NOT IN {{exclude:Array(String)}}
+    WHERE {NOT_LABELLED}
+      AND NOT has({{exclude:Array(Tuple(String, String))}}, (tweet_id, text_sha256))
+      AND (NOT {{restrict:Bool}} OR has({{only:Array(Tuple(String, String))}}, (tweet_id, text_sha256)))
       AND ({{brand:String}} = '' OR brand = {{brand:String}})
       AND ({{label:String}} = '' OR label = {{label:String}})
 )
-ORDER BY has({{mine:Array(String)}}, tweet_id) DESC, position, margin, tweet_id
+ORDER BY has({{mine:Array(Tuple(String, String))}}, (tweet_id, text_sha256)) DESC, position, margin, tweet_id,
+         text_sha256
 LIMIT {{limit:UInt32}}
 """
-PENDING_COUNT = f"SELECT count() FROM review_queue FINAL WHERE tweet_id NOT IN ({LABELLED})"
-PENDING_BY_FACET = f"""
-SELECT brand, label, count() FROM review_queue FINAL
-WHERE tweet_id NOT IN ({LABELLED}) GROUP BY brand, label
-"""
+PENDING_COUNT = f"SELECT count() FROM review_queue FINAL WHERE {NOT_LABELLED}"
+PENDING_BY_FACET = f"SELECT brand, label, count() FROM review_queue FINAL WHERE {NOT_LABELLED} GROUP BY brand, label"
 DONE = f"SELECT count(), countIf(reviewer = {{reviewer:String}}) FROM ({CURRENT_LABELS}) WHERE NOT retracted"
+SHOWN_LABEL_COLUMNS = (*LABEL_COLUMNS, "text_sha256")
 
 
 @dataclass(frozen=True)
 class QueueItem:
     tweet_id: str
+    text_sha256: str
     brand: str
     created_at: datetime
     text: str
@@ -85,11 +144,16 @@ class QueueItem:
     probabilities: dict[str, float]
     reason: str
 
+    @property
+    def key(self) -> ItemKey:
+        return (self.tweet_id, self.text_sha256)
+
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> QueueItem:
         values = dict(zip(ITEM_COLUMNS, row, strict=True))
         return cls(
             tweet_id=values["tweet_id"],
+            text_sha256=values["text_sha256"],
             brand=values["brand"],
             created_at=values["created_at"],
             text=values["text"],
@@ -107,7 +171,7 @@ class QueueItem:
 
 @dataclass
 class Counts:
-    """Pending items per (brand, model label), and labelled tweets in all and by one reviewer."""
+    """Pending items per (brand, model label), and labelled items in all and by one reviewer."""
 
     pending: dict[tuple[str, str], int] = field(default_factory=dict)
     done: int = 0
@@ -137,45 +201,77 @@ class ReviewQueue:
         self.sink = ClickHouseSink(dsn)
 
     def pending(
-        self, limit: int, brand: str = "", label: str = "", exclude: Sequence[str] = (), mine: Sequence[str] = ()
+        self,
+        limit: int,
+        brand: str = "",
+        label: str = "",
+        exclude: Sequence[ItemKey] = (),
+        mine: Sequence[ItemKey] = (),
+        only: Sequence[ItemKey] | None = None,
     ) -> list[QueueItem]:
         """The most uncertain pending items (lowest margin) first, except that ``mine`` (held by the
-        asking session) come before the rest, so the items on someone's screen do not reshuffle."""
+        asking session) come before the rest, so the items on someone's screen do not reshuffle.
+        ``only``: just these items (those still pending and matching the filters)."""
         rows = self.sink.client.query(
             PENDING,
-            parameters={"exclude": list(exclude), "brand": brand, "label": label, "mine": list(mine), "limit": limit},
+            parameters={
+                "exclude": [tuple(key) for key in exclude],
+                "restrict": only is not None,
+                "only": [tuple(key) for key in only or ()],
+                "brand": brand,
+                "label": label,
+                "mine": [tuple(key) for key in mine],
+                "limit": limit,
+            },
         ).result_rows
         return [QueueItem.from_row(row) for row in rows]
 
-    def item(self, tweet_id: str) -> QueueItem | None:
+    def item(self, tweet_id: str, sha256: str) -> QueueItem | None:
         rows = self.sink.client.query(
-            f"SELECT {', '.join(ITEM_COLUMNS)} FROM review_queue FINAL WHERE tweet_id = {{id:String}}",
-            parameters={"id": tweet_id},
+            f"SELECT {', '.join(ITEM_COLUMNS)} FROM review_queue FINAL "
+            "WHERE tweet_id = {id:String} AND text_sha256 = {sha:String}",
+            parameters={"id": tweet_id, "sha": sha256},
         ).result_rows
         return QueueItem.from_row(rows[0]) if rows else None
 
-    def current_label(self, tweet_id: str) -> ReviewLabel | None:
-        """The latest label event of a tweet (which may be a retraction), or None if it has none."""
+    def texts(self, tweet_id: str) -> int:
+        """How many texts (items) the queue holds for a tweet id."""
         rows = self.sink.client.query(
-            "SELECT tweet_id, label, reviewer, labelled_at, model_version, confidence, retracted "
-            "FROM review_labels WHERE tweet_id = {id:String} ORDER BY labelled_at DESC LIMIT 1",
-            parameters={"id": tweet_id},
+            "SELECT uniqExact(text_sha256) FROM review_queue WHERE tweet_id = {id:String}", parameters={"id": tweet_id}
+        ).result_rows
+        return int(rows[0][0])
+
+    def current_label(self, tweet_id: str, sha256: str) -> ShownLabel | None:
+        """The latest label event of an item (which may be a retraction), or None if it has none."""
+        names = ("tweet_id", "text_sha256", "label", "reviewer", "labelled_at", "model_version", "confidence")
+        rows = self.sink.client.query(
+            f"SELECT {', '.join(names)}, retracted FROM ({LABEL_EVENTS}) "
+            "WHERE tweet_id = {id:String} AND text_sha256 = {sha:String} ORDER BY labelled_at DESC LIMIT 1",
+            parameters={"id": tweet_id, "sha": sha256},
         ).result_rows
         if not rows:
             return None
-        names = ("tweet_id", "label", "reviewer", "labelled_at", "model_version", "confidence", "retracted")
-        values = dict(zip(names, rows[0], strict=True))
+        values = dict(zip((*names, "retracted"), rows[0], strict=True))
         if values["labelled_at"].tzinfo is None:  # the column is UTC; some clients hand it over naive
             values["labelled_at"] = values["labelled_at"].replace(tzinfo=UTC)
-        return ReviewLabel(**values)
+        return ShownLabel(**values)
 
     def counts(self, reviewer: str) -> Counts:
         by_facet = self.sink.client.query(PENDING_BY_FACET).result_rows
         done, mine = self.sink.client.query(DONE, parameters={"reviewer": reviewer}).result_rows[0]
         return Counts({(brand, label): int(n) for brand, label, n in by_facet}, int(done), int(mine))
 
-    def write_label(self, label: ReviewLabel) -> None:
-        self.sink.write_labels([label])
+    def write_label(self, label: ShownLabel) -> None:
+        """One row of ``review_labels``, with the hash of the text the label was given for.
+
+        Written here rather than by ``ClickHouseSink.write_labels`` (whose columns are those of
+        ``schemas.ReviewLabel``): a person's labels come one at a time, so one small insert each.
+        """
+        row = [
+            value.astimezone(UTC) if isinstance(value, datetime) else value
+            for value in (getattr(label, name) for name in SHOWN_LABEL_COLUMNS)
+        ]
+        self.sink.client.insert("review_labels", [row], column_names=list(SHOWN_LABEL_COLUMNS))
 
     def close(self) -> None:
         self.sink.close()

@@ -4,6 +4,21 @@ ClickHouse calls block, so they run on one thread of the service's own (never th
 thread, never the event loop). A label is durable before :meth:`ReviewService.label` returns: produced
 to ``tweets.labels`` with acks=all, then written to ``review_labels``; if either fails, the caller gets
 the error and the page says the label was not saved.
+
+The rules a label and an undo follow (the caller is ``principal.reviewer``, which the server bound to
+the credential or session, see ``stream.auth``; nothing in a request can change it):
+
+- a label names its item, ``(tweet_id, text_sha256)``: the hash of the text the reviewer was shown. If
+  the queue holds that id but not that text, the text changed since it was shown and the label is
+  refused (409); a label is never moved to a text nobody saw;
+- an item whose current label is another reviewer's is not relabelled (409): the first opinion stands.
+  Relabelling one's own is allowed (the latest event counts). Keeping a second opinion beside the first,
+  and agreement between reviewers, need reviewers with their own credentials (a later issue);
+- an undo withdraws only the caller's own current label of an item (409 otherwise);
+- an item on another session's screen (leased to it) is not labelled by anyone else (409).
+
+Label and undo run one at a time (a lock around check-and-write), so two requests cannot both find an
+item unlabelled and both write: the second sees the first's label.
 """
 
 from __future__ import annotations
@@ -18,18 +33,17 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 
-from schemas import ReviewLabel
 from schemas.messages import utc_now
 from schemas.settings import Settings
 from stream.auth import Principal
 from stream.ingest import start_producer
-from stream.review.leases import LeaseBook
-from stream.review.queue import QueueItem, ReviewQueue
+from stream.review.leases import LEASES_PER_SESSION, LeaseBook
+from stream.review.queue import QueueItem, ReviewQueue, ShownLabel
 from stream.sql import ReadOnlySql
 from stream.trends import Bucket, Trends
 
 T = TypeVar("T")
-WINDOW_MAX = 50  # items one page may hold at once
+WINDOW_MAX = LEASES_PER_SESSION  # items one page may hold at once
 
 
 class ReviewError(Exception):
@@ -41,8 +55,8 @@ class ReviewError(Exception):
 
 
 def owner_of(principal: Principal) -> str:
-    """Who holds leases: a browser session, or a program by its reviewer name."""
-    return principal.session.nonce if principal.session else f"bearer:{principal.reviewer}"
+    """Who holds leases: a browser session, or a program by its credential's reviewer."""
+    return principal.session.nonce if principal.session else f"bearer:{principal.scope}:{principal.reviewer}"
 
 
 class ReviewService:
@@ -55,6 +69,7 @@ class ReviewService:
         self.sql = ReadOnlySql(settings)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="emostream-review")
         self._producer: AIOKafkaProducer | None = None
+        self._writing = asyncio.Lock()
 
     async def start(self) -> None:
         # One label per send, awaited: no lingering. Without idempotence (the embedded broker) a retried
@@ -73,59 +88,91 @@ class ReviewService:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def window(self, principal: Principal, limit: int, brand: str = "", label: str = "") -> dict[str, Any]:
-        """The caller's next items (leased to it, renewed) and the queue's counts."""
+        """The caller's next items (leased to it, renewed) and the queue's counts.
+
+        Free items first; if there are too few, a fair share of what other sessions hold (see
+        ``leases``), so that no number of sessions can keep the queue from this one."""
         owner = owner_of(principal)
         limit = max(1, min(limit, WINDOW_MAX))
-        exclude = self.leases.held_by_others(owner) | self.leases.skipped(owner)
+        self.leases.enter(owner)  # before the query: what an evicted session held is offered here
+        skipped = self.leases.skipped(owner)
+        others = self.leases.held_by_others(owner)
         mine = self.leases.held_by(owner)
-        items = await self._blocking(self.queue.pending, limit, brand, label, sorted(exclude), mine)
-        granted = set(self.leases.take(owner, [item.tweet_id for item in items]))
-        self.leases.release_all_but(owner, granted)
+        items = await self._blocking(self.queue.pending, limit, brand, label, sorted(others | skipped), mine)
+        granted = self.leases.take(owner, [item.key for item in items])
+        items = [item for item in items if item.key in set(granted)]
+        others = self.leases.held_by_others(owner) - skipped
+        if len(items) < limit and others:
+            held = await self._blocking(
+                self.queue.pending, len(others), brand, label, sorted(skipped), (), sorted(others)
+            )
+            reclaimed = set(self.leases.reclaim(owner, [item.key for item in held], limit - len(items)))
+            items += [item for item in held if item.key in reclaimed]
+        self.leases.release_all_but(owner, {item.key for item in items})
         counts = await self._blocking(self.queue.counts, principal.reviewer)
         return {
-            "items": [item.as_json() for item in items if item.tweet_id in granted],
+            "items": [item.as_json() for item in items],
             "counts": counts.as_json(brand, label),
             "lease_seconds": self.settings.review_lease,
         }
 
-    async def label(self, principal: Principal, tweet_id: str, label: str) -> ReviewLabel:
-        item = await self._item(tweet_id)
-        holder = self.leases.holder(tweet_id)
-        if holder is not None and holder != owner_of(principal):
-            raise ReviewError(409, f"tweet_id: {tweet_id!r} is on another reviewer's screen; it was not labelled")
-        record = ReviewLabel(
-            tweet_id=tweet_id,
-            label=label,
-            reviewer=principal.reviewer,
-            model_version=item.model_version,
-            confidence=item.confidence,
-        )
-        await self._publish(record)
-        self.leases.release(owner_of(principal), tweet_id)
+    async def label(self, principal: Principal, tweet_id: str, sha256: str, label: str) -> ShownLabel:
+        async with self._writing:
+            item = await self._item(tweet_id, sha256)
+            holder = self.leases.holder(item.key)
+            if holder is not None and holder != owner_of(principal):
+                raise ReviewError(409, f"tweet_id: {tweet_id!r} is on another reviewer's screen; it was not labelled")
+            current = await self._blocking(self.queue.current_label, tweet_id, sha256)
+            if current is not None and not current.retracted and current.reviewer != principal.reviewer:
+                raise ReviewError(
+                    409, f"tweet_id: {tweet_id!r} is already labelled by {current.reviewer}; that label stands"
+                )
+            record = ShownLabel(
+                tweet_id=tweet_id,
+                text_sha256=sha256,
+                label=label,
+                reviewer=principal.reviewer,
+                labelled_at=_after(current),
+                model_version=item.model_version,
+                confidence=item.confidence,
+            )
+            await self._publish(record)
+        self.leases.release(owner_of(principal), item.key)
         return record
 
-    async def undo(self, principal: Principal, tweet_id: str) -> QueueItem:
-        """Withdraw the caller's current label of a tweet; the tweet is pending again, on the caller's screen."""
-        current = await self._blocking(self.queue.current_label, tweet_id)
-        if current is None or current.retracted:
-            raise ReviewError(409, f"tweet_id: {tweet_id!r} has no label to undo")
-        if current.reviewer != principal.reviewer:
-            raise ReviewError(409, f"tweet_id: the current label of {tweet_id!r} is {current.reviewer}'s, not yours")
-        later = max(utc_now(), current.labelled_at + timedelta(milliseconds=1))  # the retraction must sort last
-        await self._publish(current.model_copy(update={"retracted": True, "labelled_at": later}))
-        self.leases.take(owner_of(principal), [tweet_id])
-        return await self._item(tweet_id)
-
-    async def skip(self, principal: Principal, tweet_id: str) -> None:
-        self.leases.skip(owner_of(principal), tweet_id)
-
-    async def _item(self, tweet_id: str) -> QueueItem:
-        item = await self._blocking(self.queue.item, tweet_id)
-        if item is None:
-            raise ReviewError(404, f"tweet_id: {tweet_id!r} is not in the review queue")
+    async def undo(self, principal: Principal, tweet_id: str, sha256: str) -> QueueItem:
+        """Withdraw the caller's current label of an item; it is pending again, on the caller's screen."""
+        async with self._writing:
+            item = await self._item(tweet_id, sha256)
+            current = await self._blocking(self.queue.current_label, tweet_id, sha256)
+            if current is None or current.retracted:
+                raise ReviewError(409, f"tweet_id: {tweet_id!r} has no label to undo")
+            if current.reviewer != principal.reviewer:
+                raise ReviewError(
+                    409, f"tweet_id: the current label of {tweet_id!r} is {current.reviewer}'s, not yours"
+                )
+            await self._publish(current.model_copy(update={"retracted": True, "labelled_at": _after(current)}))
+        self.leases.take(owner_of(principal), [item.key])
         return item
 
-    async def _publish(self, record: ReviewLabel) -> None:
+    async def skip(self, principal: Principal, tweet_id: str, sha256: str) -> None:
+        """Only items in the queue are remembered as skipped (and only so many, see ``leases``)."""
+        item = await self._item(tweet_id, sha256)
+        self.leases.skip(owner_of(principal), item.key)
+
+    async def _item(self, tweet_id: str, sha256: str) -> QueueItem:
+        item = await self._blocking(self.queue.item, tweet_id, sha256)
+        if item is not None:
+            return item
+        if await self._blocking(self.queue.texts, tweet_id):
+            raise ReviewError(
+                409,
+                f"text_sha256: the text of {tweet_id!r} changed since it was shown (it was sent again with "
+                "other text, which is a new item to review); nothing was saved",
+            )
+        raise ReviewError(404, f"tweet_id: {tweet_id!r} is not in the review queue")
+
+    async def _publish(self, record: ShownLabel) -> None:
         if self._producer is None:
             raise ReviewError(503, "the review service is not started")
         await self._producer.send_and_wait(
@@ -149,3 +196,11 @@ class ReviewService:
             return buffer.getvalue()
 
         return await self._blocking(draw)
+
+
+def _after(current: ShownLabel | None) -> Any:
+    """Now, or just after the item's latest event: the newest event must sort last (argMax by time), at
+    the millisecond the column keeps."""
+    now = utc_now()
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    return now if current is None else max(now, current.labelled_at + timedelta(milliseconds=1))

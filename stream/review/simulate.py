@@ -1,10 +1,15 @@
 """Simulated reviewers: answer the review queue from a file of gold labels, for demos and measurement.
 
-They go through the same authenticated HTTP API the page uses (``Authorization: Bearer`` and
-``X-Reviewer``), in the queue's order: the next items, a label for each one the file knows (by tweet id,
-else by its text), a skip for each it does not. So the labels land exactly as people's would: on
+They go through the same authenticated HTTP API the page uses (``Authorization: Bearer``), in the
+queue's order: the next items, a label for each one the file knows (by tweet id, else by its text), a
+skip for each it does not; each label and skip names the item by its id and the hash of the text it was
+shown (``text_sha256``), as the page does. So the labels land exactly as people's would: on
 ``tweets.labels`` and in ``review_labels``, with the same leases, and the review loop can be measured
 without people. Nothing here is a reviewer's judgement: it exists for demos and benchmarks.
+
+The reviewer name the labels are given under is the server's: it binds the name to the credential (with
+the shared review token, ``EMOSTREAM_REVIEWER`` of the server), and no request can choose another.
+``ReviewClient.reviewer()`` asks the server which name that is.
 """
 
 from __future__ import annotations
@@ -62,21 +67,24 @@ class Answers:
 
 @dataclass
 class ReviewClient:
-    """The review API, as a program uses it."""
+    """The review API, as a program uses it. The server decides the reviewer name (see :meth:`reviewer`)."""
 
     url: str
     token: str
-    reviewer: str
     timeout: float = 60.0
+
+    def reviewer(self) -> str:
+        """The name the server gives this credential's labels."""
+        return str(self._call("GET", "/review/api/session")["reviewer"])
 
     def items(self, n: int = WINDOW) -> list[dict[str, Any]]:
         return self._call("GET", f"/review/api/items?n={n}")["items"]
 
-    def label(self, tweet_id: str, label: str) -> None:
-        self._call("POST", "/review/api/label", {"tweet_id": tweet_id, "label": label})
+    def label(self, item: dict[str, Any], label: str) -> None:
+        self._call("POST", "/review/api/label", {**_ref(item), "label": label})
 
-    def skip(self, tweet_id: str) -> None:
-        self._call("POST", "/review/api/skip", {"tweet_id": tweet_id})
+    def skip(self, item: dict[str, Any]) -> None:
+        self._call("POST", "/review/api/skip", _ref(item))
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         request = urllib.request.Request(
@@ -85,7 +93,6 @@ class ReviewClient:
             method=method,
             headers={
                 "Authorization": f"Bearer {self.token}",
-                "X-Reviewer": self.reviewer,
                 **({"Content-Type": "application/json"} if body is not None else {}),
             },
         )
@@ -102,6 +109,10 @@ class ReviewClient:
             raise SimulationError(f"the review service at {self.url} did not answer: {exc}") from None
 
 
+def _ref(item: dict[str, Any]) -> dict[str, str]:
+    return {"tweet_id": str(item["tweet_id"]), "text_sha256": str(item["text_sha256"])}
+
+
 @dataclass
 class SimulationReport:
     labelled: int = 0
@@ -115,20 +126,24 @@ def simulate(
     """Label pending items in the queue's order until ``budget`` labels are given or nothing is left.
 
     Items the answers do not know are skipped (the service then keeps them out of this reviewer's
-    queue), so the loop always moves on.
+    queue), so the loop moves on. The service remembers only so many skips (``stream.review.leases``),
+    so a window that brings back nothing but items skipped already ends the run: the rest of the queue
+    is unknown to the answers.
     """
     report = SimulationReport()
+    skipped: set[tuple[str, str]] = set()
     while report.labelled < budget:
         items = client.items(WINDOW)
-        if not items:
+        if not items or all((item["tweet_id"], item["text_sha256"]) in skipped for item in items):
             break
         for item in items:
             answer = answers.answer(item)
             if answer is None:
-                client.skip(item["tweet_id"])
-                report.skipped += 1
+                client.skip(item)
+                report.skipped += (item["tweet_id"], item["text_sha256"]) not in skipped
+                skipped.add((item["tweet_id"], item["text_sha256"]))
                 continue
-            client.label(item["tweet_id"], answer)
+            client.label(item, answer)
             report.labelled += 1
             report.per_label[answer] += 1
             if progress is not None:

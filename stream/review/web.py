@@ -2,8 +2,13 @@
 
 ``emostream up`` mounts them on the worker's web server (Faust's aiohttp application), ``emostream
 review`` on one of its own: one code path. The guard (``stream.auth``) has already decided who the
-caller is; handlers find it in ``request["principal"]``. Every asset is served from ``static/``: the
-pages work with no internet.
+caller is; handlers find it in ``request["principal"]``, whose reviewer name the server bound to the
+credential: no route takes a name from the request (there is no rename). Every asset is served from
+``static/``: the pages work with no internet.
+
+Request bodies are validated before anything is stored: a tweet id is a ``schemas.messages.TweetId`` (at
+most 512 characters, so a 512 KB id is refused with 400), and a label, an undo or a skip names the item
+by its id and ``text_sha256``, the hash of the text the page showed (64 hex digits).
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from schemas import LABELS, NO_EMOTION, describe_errors
-from schemas.messages import NonBlank
+from schemas.messages import TweetId
 from schemas.settings import Settings
 from stream.auth import RequestGuard
+from stream.review.queue import TextSha256
 from stream.review.service import ReviewError, ReviewService
 from stream.sessions import SessionError, check_reviewer
 from stream.trends import BUCKET_FUNCTIONS, TrendsError, parse_duration
@@ -36,16 +42,15 @@ PAGE_HEADERS = {
 }
 
 
-class TweetRequest(BaseModel):
-    tweet_id: NonBlank
+class ItemRequest(BaseModel):
+    """An item of the queue: the tweet id and the hash of the text that was shown with it."""
+
+    tweet_id: TweetId
+    text_sha256: TextSha256
 
 
-class LabelRequest(TweetRequest):
+class LabelRequest(ItemRequest):
     label: str
-
-
-class ReviewerRequest(BaseModel):
-    reviewer: str
 
 
 def review_url(settings: Settings, port: int, token: str) -> str:
@@ -74,7 +79,6 @@ def mount_review(app: web.Application, service: ReviewService, guard: RequestGua
     app.router.add_get("/trends", _page("trends.html"))
     app.router.add_static("/review/static", STATIC)
     app.router.add_get("/review/api/session", session)
-    app.router.add_post("/review/api/session", rename)
     app.router.add_get("/review/api/items", items)
     app.router.add_post("/review/api/label", label)
     app.router.add_post("/review/api/undo", undo)
@@ -112,22 +116,6 @@ async def session(request: web.Request) -> web.Response:
     )
 
 
-async def rename(request: web.Request) -> web.Response:
-    """A browser session changes its reviewer name: a new cookie (same scope) with the new name."""
-    principal = request["principal"]
-    body = await _body(request, ReviewerRequest)
-    if principal.session is None:
-        raise _error(400, "reviewer: a program names its reviewer with the X-Reviewer header")
-    guard = request.app[GUARD]
-    try:
-        value, attributes = guard.session_cookie(principal.scope, check_reviewer(body.reviewer))
-    except SessionError as exc:
-        raise _error(400, str(exc)) from None
-    response = web.json_response({"reviewer": body.reviewer.strip()})
-    response.set_cookie(guard.cookie, value, **attributes)
-    return response
-
-
 async def items(request: web.Request) -> web.Response:
     query = request.query
     try:
@@ -143,7 +131,9 @@ async def items(request: web.Request) -> web.Response:
 async def label(request: web.Request) -> web.Response:
     body = await _body(request, LabelRequest)
     try:
-        saved = await request.app[SERVICE].label(_reviewer_checked(request), body.tweet_id, body.label)
+        saved = await request.app[SERVICE].label(
+            _reviewer_checked(request), body.tweet_id, body.text_sha256, body.label
+        )
     except ValidationError as exc:
         raise _error(400, describe_errors(exc)) from None
     except ReviewError as exc:
@@ -152,17 +142,20 @@ async def label(request: web.Request) -> web.Response:
 
 
 async def undo(request: web.Request) -> web.Response:
-    body = await _body(request, TweetRequest)
+    body = await _body(request, ItemRequest)
     try:
-        item = await request.app[SERVICE].undo(_reviewer_checked(request), body.tweet_id)
+        item = await request.app[SERVICE].undo(_reviewer_checked(request), body.tweet_id, body.text_sha256)
     except ReviewError as exc:
         raise _error(exc.status, str(exc)) from None
     return web.json_response({"undone": True, "item": item.as_json()})
 
 
 async def skip(request: web.Request) -> web.Response:
-    body = await _body(request, TweetRequest)
-    await request.app[SERVICE].skip(request["principal"], body.tweet_id)
+    body = await _body(request, ItemRequest)
+    try:
+        await request.app[SERVICE].skip(request["principal"], body.tweet_id, body.text_sha256)
+    except ReviewError as exc:
+        raise _error(exc.status, str(exc)) from None
     return web.json_response({"skipped": True})
 
 

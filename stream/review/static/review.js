@@ -1,6 +1,9 @@
 // The review page: keyboard first. The next item comes up at once; each label is sent in the
 // background and shows "saving" until the server has it on tweets.labels and in review_labels.
 // Tweet text is only ever set as textContent: it is untrusted input.
+// An item is a tweet id and the hash of its text (text_sha256): every label, skip and undo names both,
+// so a label is about the text on the screen (the server refuses it if that text is no longer queued).
+// The reviewer's name is the server's (bound to the credential); the page shows it and cannot change it.
 "use strict";
 
 const WINDOW = 10; // items this page holds (leased to it) at once
@@ -11,13 +14,15 @@ const state = {
   session: null,
   queue: [], // pending items leased to this page; queue[0] is the current one
   history: [], // {item, label, status: saving|saved|failed|undone, error}
-  gone: new Set(), // ids labelled or skipped here: never shown again by a refill that raced the write
+  gone: new Set(), // items labelled or skipped here: never shown again by a refill that raced the write
   counts: null,
   filters: { brand: "", label: "" },
   refilling: null,
 };
 
 const $ = (id) => document.getElementById(id);
+const key = (item) => `${item.text_sha256}:${item.tweet_id}`;
+const ref = (item) => ({ tweet_id: item.tweet_id, text_sha256: item.text_sha256 });
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -71,7 +76,7 @@ function renderCurrent() {
   const item = state.queue[0];
   const shown = area.querySelector("[data-current]");
   // Keep the element while the item stays: no flicker, and no stale references for scripts and screen readers.
-  if (item && shown && shown.dataset.tweetId === item.tweet_id) return;
+  if (item && shown && shown.dataset.key === key(item)) return;
   area.replaceChildren();
   if (!item) {
     const filtered = state.filters.brand || state.filters.label ? " matching these filters" : "";
@@ -96,7 +101,9 @@ function renderCurrent() {
   choices.append(el("li", {}, el("button", {
     type: "button", class: "none", title: "none of the six fits (key 0)", onclick: () => labelCurrent("none"),
   }, el("kbd", {}, 0), el("span", {}, "none of these fits"))));
-  area.append(el("article", { class: "card item", dataset: { tweetId: item.tweet_id, current: "" } },
+  area.append(el("article", {
+    class: "card item", dataset: { tweetId: item.tweet_id, textSha256: item.text_sha256, key: key(item), current: "" },
+  },
     el("div", { class: "meta" },
       el("span", { class: "chip" }, item.brand || "no brand"),
       el("time", { datetime: item.created_at }, when(item.created_at)),
@@ -108,9 +115,9 @@ function renderCurrent() {
 
 function renderQueue() {
   const list = $("queue");
-  const existing = new Map([...list.children].map((node) => [node.dataset.tweetId, node]));
-  list.replaceChildren(...state.queue.slice(1).map((item) => existing.get(item.tweet_id) ||
-    el("li", { dataset: { tweetId: item.tweet_id } },
+  const existing = new Map([...list.children].map((node) => [node.dataset.key, node]));
+  list.replaceChildren(...state.queue.slice(1).map((item) => existing.get(key(item)) ||
+    el("li", { dataset: { tweetId: item.tweet_id, key: key(item) } },
       el("span", { class: "snippet" }, item.text),
       el("span", { class: "sub" }, `${item.brand || "no brand"} · model: ${item.label} ${pct(item.confidence)}`))));
   $("next-count").textContent = state.queue.length > 1 ? `(${state.queue.length - 1} on this screen)` : "";
@@ -156,8 +163,8 @@ async function refill() {
   const params = new URLSearchParams({ n: WINDOW, brand: state.filters.brand, label: state.filters.label });
   state.refilling = api(`/review/api/items?${params}`).then((window) => {
     const current = state.queue[0];
-    const fresh = window.items.filter((item) => !state.gone.has(item.tweet_id));
-    const keep = current && fresh.find((item) => item.tweet_id === current.tweet_id);
+    const fresh = window.items.filter((item) => !state.gone.has(key(item)));
+    const keep = current && fresh.find((item) => key(item) === key(current));
     state.queue = keep ? [keep, ...fresh.filter((item) => item !== keep)] : fresh;
     state.counts = window.counts;
     render();
@@ -171,19 +178,20 @@ async function refill() {
 function labelCurrent(name) {
   const item = state.queue.shift();
   if (!item) return;
-  state.gone.add(item.tweet_id);
+  state.gone.add(key(item));
   const entry = { item, label: name, status: "saving" };
   state.history.unshift(entry);
   if (state.counts) { state.counts.pending -= 1; state.counts.pending_all -= 1; }
   render();
-  api("/review/api/label", { tweet_id: item.tweet_id, label: name }).then(() => {
+  api("/review/api/label", { ...ref(item), label: name }).then(() => {
     entry.status = "saved";
     if (state.counts) { state.counts.done += 1; state.counts.done_by_you += 1; }
     render();
   }).catch((error) => {
     entry.status = "failed";
     entry.error = error.message;
-    state.gone.delete(item.tweet_id);
+    state.gone.delete(key(item));
+    // 409: someone else's label or screen, or the text changed (a new item will come with the refill)
     if (error.status !== 409 && error.status !== 404) state.queue.unshift(item); // try it again
     toast(`label not saved: ${error.message}`, true);
     render();
@@ -194,9 +202,9 @@ function labelCurrent(name) {
 function skipCurrent() {
   const item = state.queue.shift();
   if (!item) return;
-  state.gone.add(item.tweet_id);
+  state.gone.add(key(item));
   render();
-  api("/review/api/skip", { tweet_id: item.tweet_id }).catch((error) => toast(`skip: ${error.message}`, true));
+  api("/review/api/skip", ref(item)).catch((error) => toast(`skip: ${error.message}`, true));
   toast("skipped");
   if (state.queue.length < REFILL_BELOW) refill();
 }
@@ -206,27 +214,15 @@ async function undoLast() {
   if (!entry) return toast("nothing to undo");
   if (entry.status === "saving") return toast("still saving that label; undo in a moment");
   try {
-    const answer = await api("/review/api/undo", { tweet_id: entry.item.tweet_id });
+    const answer = await api("/review/api/undo", ref(entry.item));
     entry.status = "undone";
-    state.gone.delete(entry.item.tweet_id);
-    state.queue = [answer.item, ...state.queue.filter((item) => item.tweet_id !== answer.item.tweet_id)];
+    state.gone.delete(key(entry.item));
+    state.queue = [answer.item, ...state.queue.filter((item) => key(item) !== key(answer.item))];
     if (state.counts) { state.counts.done -= 1; state.counts.done_by_you -= 1; state.counts.pending += 1; state.counts.pending_all += 1; }
     toast(`undone: ${entry.label}`);
     render();
   } catch (error) {
     toast(`undo failed: ${error.message}`, true);
-  }
-}
-
-async function rename() {
-  const name = prompt("Label as (your name):", state.session.reviewer);
-  if (name === null || !name.trim()) return;
-  try {
-    await api("/review/api/session", { reviewer: name });
-    state.session = await api("/review/api/session");
-    render();
-  } catch (error) {
-    toast(error.message, true);
   }
 }
 
@@ -259,7 +255,6 @@ async function start() {
   document.addEventListener("keydown", onKey);
   $("brand").addEventListener("change", onFilter);
   $("label-filter").addEventListener("change", onFilter);
-  $("reviewer").addEventListener("click", rename);
   await refill();
   setInterval(refill, REFRESH_MS);
 }
