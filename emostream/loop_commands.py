@@ -1,8 +1,9 @@
 """The review loop's commands: `retrain` (once or as the watching job) and `review simulate`.
 
-They sit on top of both halves: the labels come out of ClickHouse through the streaming side's SQL
-path (the running `up`'s endpoint in the embedded mode), and the training side turns a snapshot of
-them into a challenger. Neither half imports the other.
+They sit on top of both halves: the labels come out of ClickHouse on a trusted path (the running
+`up`'s operator-only ``/labels`` route in the embedded mode, else a client of our own on the writer's
+DSN; never user SQL, whose row limit would cut the snapshot), and the training side turns a snapshot
+of them (Parquet, which keeps every string as it is) into a challenger. Neither half imports the other.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from emostream.cli_common import Data, Dsn, Home, Registry, UsageError, app, setting, settings_from
-from emostream.console import err, out, table
+from emostream.console import err, literal, out, table
 from emostream.streaming_commands import review_app
 from schemas.settings import Settings
+
+if TYPE_CHECKING:
+    from stream.endpoint import Endpoint
 
 LOCK_FILE = ".retrain.lock"
 
@@ -48,27 +52,73 @@ def one_round_at_a_time(registry: Path, wait: bool) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _labels_source(settings: Settings) -> tuple[str, Endpoint | None]:
+    """The writer's DSN, and the running `up`'s endpoint when one owns its chDB directory (else None)."""
+    from stream.endpoint import Endpoint
+    from stream.sink import chdb_path
+
+    dsn = settings.resolved_clickhouse_dsn()
+    directory = chdb_path(dsn)
+    endpoint = Endpoint.find(directory) if directory else None
+    if endpoint is None and directory is not None and not directory.exists():
+        raise UsageError(
+            f"{directory}: no ClickHouse data here yet; start `emostream up` or set EMOSTREAM_CLICKHOUSE_DSN"
+        )
+    return dsn, endpoint
+
+
+def export_labels(settings: Settings, path: Path) -> int:
+    """The reviewers' current labels (``TRAINING_LABELS_WITH_IDS``) as a Parquet file at ``path``; its rows.
+
+    Trusted, not user SQL: through the running `up`'s ``/labels`` route (it owns the chDB directory), or a
+    client of our own on the writer's DSN (no `up`, or a ClickHouse server). No row limit applies.
+    """
+    from stream.endpoint import export_training_labels
+
+    dsn, endpoint = _labels_source(settings)
+    return endpoint.training_labels(path) if endpoint is not None else export_training_labels(dsn, path)
+
+
 def export_snapshot(settings: Settings, directory: Path) -> tuple[Path, int]:
-    """The reviewers' current labels (tweet_id,text,label) written to a file, and how many there are."""
-    import csv
-
-    from emostream.streaming_commands import run_sql
-    from stream.review.queue import TRAINING_LABELS_WITH_IDS
-
-    result = run_sql(settings, TRAINING_LABELS_WITH_IDS)
-    path = directory / f"review_labels-{time.strftime('%Y%m%dT%H%M%S')}.csv"
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(result.columns)
-        writer.writerows(result.rows)
-    return path, len(result.rows)
+    """The reviewers' current labels (tweet_id, text, label) written to a Parquet file, and how many there are."""
+    path = directory / f"review_labels-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
+    return path, export_labels(settings, path)
 
 
 def count_labels(settings: Settings) -> int:
-    from emostream.streaming_commands import run_sql
-    from stream.review.queue import TRAINING_LABELS_WITH_IDS
+    """The rows a snapshot would have now, the same trusted way."""
+    from stream.endpoint import count_training_labels
 
-    return int(run_sql(settings, f"SELECT count() FROM ({TRAINING_LABELS_WITH_IDS})").rows[0][0])
+    dsn, endpoint = _labels_source(settings)
+    return endpoint.count_training_labels() if endpoint is not None else count_training_labels(dsn)
+
+
+def snapshot_records(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
+    """The columns of a labels snapshot (Parquet), row by row, read a batch at a time (not all at once)."""
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=16_384, columns=list(columns)):
+        try:
+            values = [batch.column(name).to_pylist() for name in columns]
+        except UnicodeDecodeError:  # a String in ClickHouse holds bytes; emostream only ever writes UTF-8
+            raise UsageError(
+                "a label's tweet_id or text in ClickHouse is not valid UTF-8: fix or delete that row"
+            ) from None
+        yield from zip(*values, strict=True)
+
+
+def write_labels_csv(snapshot: Path, handle: IO[str], with_ids: bool) -> int:
+    """The snapshot as the CSV `emostream labels` prints (``text,label``, or with ``tweet_id`` first)."""
+    from emostream.streaming_commands import csv_writer
+
+    columns = ("tweet_id", "text", "label") if with_ids else ("text", "label")
+    writerow = csv_writer(handle)
+    writerow(columns)
+    n = 0
+    for row in snapshot_records(snapshot, columns):
+        writerow(row)
+        n += 1
+    return n
 
 
 def run_round(settings: Settings, labels_file: Path | None) -> Any:
@@ -121,7 +171,7 @@ def run_round(settings: Settings, labels_file: Path | None) -> Any:
         )
     )
     verdict = "promoted to current" if result.promoted else f"not promoted, {record['parent']} stays current"
-    err.print(f"{result.version.name}: {verdict} ({record['decision']['reason']})")
+    err.print(literal(f"{result.version.name}: {verdict} ({record['decision']['reason']})"))
     print(result.version.path.resolve())
     return result
 
@@ -133,7 +183,10 @@ def retrain(
     ] = False,
     interval: Annotated[float, typer.Option(help="with --watch: seconds between looks at the label count")] = 30.0,
     labels: Annotated[
-        Path | None, typer.Option(help="a tweet_id,text,label CSV to use instead of ClickHouse's current labels")
+        Path | None,
+        typer.Option(
+            help="a tweet_id,text,label CSV (or a Parquet snapshot) to use instead of ClickHouse's current labels"
+        ),
     ] = None,
     data: Data = None,
     registry: Registry = None,
@@ -170,9 +223,16 @@ def retrain(
     watch_labels(settings, interval)
 
 
-def watch_labels(settings: Settings, interval: float) -> None:
-    """The offline job: a round whenever --retrain-min-labels new labels have arrived since the last one."""
+def watch_labels(settings: Settings, interval: float, sleep: Any = time.sleep) -> None:
+    """The offline job: a round whenever --retrain-min-labels new labels have arrived since the last one.
+
+    It outlives any round it cannot run and any outage: the error is logged and the job waits. A round
+    that failed on the labels themselves (a bad snapshot, too few to hold out, any error that is not an
+    outage) is tried again once the label count has changed; an outage (ClickHouse, the endpoint, the
+    disk) after the interval. Ctrl-C (KeyboardInterrupt) stops it.
+    """
     from model.registry import ModelRegistry
+    from stream.sql import SqlError
     from trainer.retrain import labels_since_last_round
 
     registry = ModelRegistry(settings.registry)
@@ -180,22 +240,46 @@ def watch_labels(settings: Settings, interval: float) -> None:
         f"watching the review labels every {interval:g} s; a round starts at {settings.retrain_min_labels:,} new "
         "labels (Ctrl-C stops)"
     )
-    from stream.sql import SqlError
-    from trainer.retrain import RetrainError
-
-    failed_at: int | None = None  # the label count at which a round failed: wait for more before retrying
+    outages = (OSError, SqlError)  # ClickHouse, the endpoint, the network, the disk
+    failed_at: int | None = None  # the label count at which a round failed on its data: wait for it to change
     while True:
         try:
             seen, now = labels_since_last_round(registry), count_labels(settings)
+        except Exception as exc:
+            _watch_warning("cannot count the labels", exc, f"trying again in {interval:g} s")
+        else:
             if now - seen >= settings.retrain_min_labels and now != failed_at:
                 err.print(f"{now - seen:,} new labels since the last round: starting one")
-                with one_round_at_a_time(settings.registry, wait=True):
-                    run_round(settings, None)
-                failed_at = None
-        except (SqlError, RetrainError) as exc:  # the job outlives a ClickHouse outage and a round it cannot run
-            err.print(f"[yellow]retrain --watch:[/yellow] {exc}; trying again in {interval:g} s", highlight=False)
-            failed_at = now if isinstance(exc, RetrainError) else None
-        time.sleep(interval)
+                try:
+                    with one_round_at_a_time(settings.registry, wait=True):
+                        run_round(settings, None)
+                    failed_at = None
+                except Exception as exc:
+                    if isinstance(exc, outages):
+                        failed_at = None
+                        _watch_warning("the round stopped", exc, f"trying again in {interval:g} s")
+                    else:
+                        failed_at = now
+                        _watch_warning(
+                            "the round could not run", exc, f"trying again once new labels arrive (now {now:,})"
+                        )
+        sleep(interval)
+
+
+def _watch_warning(what: str, exc: Exception, then: str) -> None:
+    """One line on stderr; the exception's text (ClickHouse's, a file's) printed literally, never as markup."""
+    from rich.text import Text
+
+    from model.registry import RegistryError
+    from stream.sql import SqlError
+    from trainer.data import DataError
+    from trainer.retrain import RetrainError
+
+    known = isinstance(exc, DataError | RetrainError | SqlError | UsageError | RegistryError)
+    message = str(exc) if known else f"{type(exc).__name__}: {exc}"
+    err.print(
+        Text.assemble(("retrain --watch: ", "yellow"), f"{what}: ", literal(message, newlines=False), f"; {then}")
+    )
 
 
 def _review_service(settings: Settings, url: str | None) -> tuple[str, str]:
@@ -224,7 +308,14 @@ def simulate(
         Path, typer.Option(help="CSV/TSV of gold labels: a label column and an id, tweet_id or text column")
     ],
     budget: Annotated[int, typer.Option(min=1, help="most labels to give")] = 100,
-    reviewer: Annotated[str, typer.Option(help="the name the labels are given under")] = "simulated",
+    reviewer: Annotated[
+        str | None,
+        typer.Option(
+            help="the reviewer name you expect the labels under. It cannot choose one: the server binds the "
+            "name to the credential (EMOSTREAM_REVIEWER of the server, for the shared tokens); given, the run "
+            "stops before labelling anything if the server's name is another"
+        ),
+    ] = None,
     url: Annotated[
         str | None, typer.Option(help="the review service (`emostream review`); default: the running `up`")
     ] = None,
@@ -233,21 +324,28 @@ def simulate(
 ) -> None:
     """Simulated reviewers, for demos and measurement only: answer pending review items from a file of
     gold labels, through the same authenticated HTTP API the page uses; items the file does not know are
-    skipped. The labels land like people's: on tweets.labels and in review_labels."""
+    skipped. The labels land like people's: on tweets.labels and in review_labels, under the reviewer
+    name the server binds to the credential."""
     from stream.review.simulate import Answers, ReviewClient
     from stream.review.simulate import simulate as run_simulation
 
     settings = settings_from(locals())
     known = Answers.read(answers)
     address, token = _review_service(settings, url)
+    client = ReviewClient(address, token)
+    name = client.reviewer()
+    if reviewer is not None and reviewer.strip() != name:
+        raise UsageError(
+            f"--reviewer {reviewer!r}: the review service gives this credential's labels the name {name!r} "
+            "(its EMOSTREAM_REVIEWER); a client cannot choose another. Nothing was labelled"
+        )
     from tqdm import tqdm
 
     with tqdm(total=budget, desc="labelling", unit="label", disable=None) as bar:
-        report = run_simulation(ReviewClient(address, token, reviewer), known, budget, bar.update)
+        report = run_simulation(client, known, budget, bar.update)
     out.print(
         table(
-            f"{report.labelled:,} labels given as {reviewer!r}; {report.skipped:,} items skipped, "
-            f"not in {answers.name}",
+            f"{report.labelled:,} labels given as {name!r}; {report.skipped:,} items skipped, not in {answers.name}",
             ["label", "given"],
             sorted(report.per_label.items()),
         )

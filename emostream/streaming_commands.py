@@ -27,6 +27,7 @@ from emostream.cli_common import (
 from emostream.console import err, out, table
 from schemas import LABELS
 from schemas.settings import Settings, load_settings
+from schemas.text import escape_control
 
 if TYPE_CHECKING:
     from stream.sql import SqlResult
@@ -75,6 +76,10 @@ SERVING_FIELDS = (
     "max_length",
     "max_batch",
     "max_wait",
+    "max_record_bytes",
+    "created_at_earliest",
+    "created_at_max_ahead",
+    "failing_batch_timeout",
     "review_threshold",
     "review_sample",
     "review_budget",
@@ -96,6 +101,7 @@ SERVING_FIELDS = (
     "sql_timeout",
     "sql_max_rows",
     "sql_max_bytes",
+    "sql_max_memory",
 )
 
 
@@ -153,6 +159,7 @@ REVIEW_FIELDS = (
     "sql_timeout",
     "sql_max_rows",
     "sql_max_bytes",
+    "sql_max_memory",
 )
 
 
@@ -266,6 +273,7 @@ def sql(
     sql_timeout: Annotated[float | None, setting("sql_timeout")] = None,
     sql_max_rows: Annotated[int | None, setting("sql_max_rows")] = None,
     sql_max_bytes: Annotated[int | None, setting("sql_max_bytes")] = None,
+    sql_max_memory: Annotated[int | None, setting("sql_max_memory")] = None,
 ) -> None:
     """Run read-only SQL on emostream's ClickHouse and print the result (whether or not `up` is running).
 
@@ -300,18 +308,40 @@ def run_sql(settings: Settings, statement: str) -> SqlResult:
 
 
 def print_result(result: SqlResult, fmt: str) -> None:
-    """Values print as ClickHouse printed them; CSV lines end with LF."""
+    """Values print as ClickHouse printed them; CSV lines end with LF.
+
+    JSON escapes every control character itself. CSV is data for a program when it goes to a pipe or a
+    file, and is written exactly; on a terminal its control characters are escaped like the table's."""
     if fmt == "json":
         for row in result.rows:
             print(json.dumps(dict(zip(result.columns, row, strict=True)), default=str))
     elif fmt == "csv":
-        import csv
-
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(result.columns)
-        writer.writerows([_text(value, null="") for value in row] for row in result.rows)
+        shown = escape_control if sys.stdout.isatty() else str
+        writerow = csv_writer(sys.stdout)
+        writerow([shown(name) for name in result.columns])
+        for row in result.rows:
+            writerow([shown(_text(value, null="")) for value in row])
     else:
         out.print(table("", result.columns, ([_text(value) for value in row] for row in result.rows), raw=True))
+
+
+def csv_writer(handle: Any) -> Any:
+    """``writerow`` for CSV with LF line ends that the csv module reads back exactly (over a file opened
+    with ``newline=''``, or ``io.StringIO(text, newline='')``): every string, any character in it.
+
+    Python 3.11's writer quotes a field for the delimiter, the quote and the line terminator's own
+    characters only: with LF line ends a bare CR went out unquoted and came back as a line break. A row
+    holding a CR is written with every field quoted (still RFC 4180)."""
+    import csv
+
+    minimal = csv.writer(handle, lineterminator="\n")
+    quoted = csv.writer(handle, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def writerow(row: Any) -> Any:
+        cr = any(isinstance(value, str) and "\r" in value for value in row)
+        return (quoted if cr else minimal).writerow(row)
+
+    return writerow
 
 
 def _text(value: Any, null: str = "NULL") -> str:
@@ -390,27 +420,32 @@ def labels(
     clickhouse_query_dsn: Annotated[str | None, setting("clickhouse_query_dsn")] = None,
     home: Home = None,
     with_ids: Annotated[
-        bool, typer.Option("--with-ids", help="add a tweet_id column first (the snapshot `retrain` reads)")
+        bool, typer.Option("--with-ids", help="add a tweet_id column first (what `retrain --labels` reads)")
     ] = False,
 ) -> None:
     """Export the reviewers' labels as a `text,label` CSV that `emostream train --data` reads.
 
     The latest label of each tweet counts (re-labelling keeps history, an undo withdraws it); `none`
-    ("no emotion fits") is left out.
+    ("no emotion fits") is left out. All of them: the export is emostream's own query on the writer's
+    ClickHouse (through the running `up` in the embedded mode), not user SQL with its row limit; every
+    text reads back exactly with a CSV reader (quoted line breaks, CR, U+2028 and the like included).
     """
-    from stream.review.queue import TRAINING_LABELS, TRAINING_LABELS_WITH_IDS
+    import tempfile
+
+    from emostream.console import literal
+    from emostream.loop_commands import export_labels, write_labels_csv
 
     settings = load_settings(clickhouse_dsn=clickhouse_dsn, clickhouse_query_dsn=clickhouse_query_dsn, home=home)
-    result = run_sql(settings, TRAINING_LABELS_WITH_IDS if with_ids else TRAINING_LABELS)
-    if out_file is None:
-        print_result(result, "csv")
-        return
-    import contextlib
-
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    with out_file.open("w", newline="") as handle, contextlib.redirect_stdout(handle):
-        print_result(result, "csv")
-    err.print(f"{len(result.rows):,} labelled tweets written to {out_file}")
+    with tempfile.TemporaryDirectory(prefix="emostream-labels-") as scratch:
+        snapshot = Path(scratch) / "labels.parquet"
+        export_labels(settings, snapshot)
+        if out_file is None:
+            write_labels_csv(snapshot, sys.stdout, with_ids)
+            return
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        with out_file.open("w", newline="", encoding="utf-8") as handle:
+            n = write_labels_csv(snapshot, handle, with_ids)
+    err.print(literal(f"{n:,} labelled tweets written to {out_file}"))
 
 
 @app.command()

@@ -1,21 +1,41 @@
-"""The worker's web endpoint: health, readiness, metrics and read-only SQL, every route behind the credential.
+"""The worker's web endpoint: health, readiness, metrics, read-only SQL and the training labels, every route
+behind the credential.
 
 SQL runs on a thread and a ClickHouse client of its own (:class:`stream.sql.ReadOnlySql`), never on
 the thread that scores and inserts, so a slow statement cannot stall the stream; the readiness probe's
 ``SELECT 1`` likewise (:class:`stream.metrics.ClickHouseProbe`). ``/metrics`` and ``/readyz`` need the
 operator's token like every other route: Prometheus sends it as ``authorization: credentials_file``.
+
+``GET /labels`` (and ``/labels/count``) hands the retraining job the reviewers' labels: exactly
+``TRAINING_LABELS_WITH_IDS``, as a Parquet file, on a thread and a trusted client of its own on the
+writer's DSN (neither the user-SQL client and its limits nor the scoring thread), so the snapshot is
+never cut at user SQL's row limit. In the embedded mode this process owns the chDB directory, so this
+route is the only way another process gets them. It is the operator's alone: the guard refuses a
+reviewer's credential (not under ``/review`` or ``/trends``) and a request without one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import shutil
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faust
 
 from stream.auth import RequestGuard
+from stream.endpoint import (
+    CHUNK,
+    LABELS_COUNT_ROUTE,
+    LABELS_ROUTE,
+    PARQUET_TYPE,
+    count_training_labels,
+    export_training_labels,
+)
 from stream.sql import ReadOnlySql, SqlError
 
 if TYPE_CHECKING:
@@ -35,18 +55,30 @@ def add_web_views(
     *,
     metrics: WorkerMetrics | None = None,
     readiness: Readiness | None = None,
+    labels_dsn: str | None = None,
 ) -> ThreadPoolExecutor:
     """Register the routes and the guard; returns the SQL thread, for the caller to shut down.
 
     ``mount`` adds more routes to Faust's aiohttp application (the review pages, in ``up``); ``metrics``
-    adds ``/metrics`` and ``readiness`` adds ``/readyz`` (the caller closes it).
+    adds ``/metrics`` and ``readiness`` adds ``/readyz`` (the caller closes it); ``labels_dsn`` (the
+    writer's DSN) adds ``/labels`` and ``/labels/count`` (whose thread stops with the app).
     """
     sql_thread = ThreadPoolExecutor(1, thread_name_prefix="emostream-sql")
+    labels = LabelsExport(labels_dsn) if labels_dsn is not None else None
 
     def on_webserver_init(web: Any) -> None:
         web.web_app.middlewares.append(guard.middleware())
+        if labels is not None:
+            labels.mount(web.web_app)
         if mount is not None:
             mount(web.web_app)
+
+    if labels is not None:
+
+        async def stop_labels(sender: Any = None, **kwargs: Any) -> None:
+            labels.close()
+
+        app.on_before_shutdown.connect(stop_labels)
 
     app.on_webserver_init = on_webserver_init  # type: ignore[method-assign]
 
@@ -88,3 +120,61 @@ def add_web_views(
             return self.bytes(body, content_type=SQL_CONTENT_TYPE)
 
     return sql_thread
+
+
+class LabelsExport:
+    """``GET /labels``: the training labels as Parquet, from a trusted client on a thread of its own.
+
+    Each request opens its own client on the writer's DSN (a chDB handle on the engine this process owns,
+    or an HTTP session) and closes it after; ClickHouse writes the file to a private scratch directory,
+    which is streamed to the caller in chunks with its length announced, then removed. An export never
+    waits behind user SQL or a batch's insert, nor they behind it.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="emostream-labels")
+
+    def mount(self, web_app: Any) -> None:
+        web_app.router.add_get(LABELS_ROUTE, self.download)
+        web_app.router.add_get(LABELS_COUNT_ROUTE, self.count)
+
+    async def _on_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, functools.partial(fn, *args))
+
+    async def download(self, request: Any) -> Any:
+        from aiohttp import web
+
+        scratch = Path(tempfile.mkdtemp(prefix="emostream-labels-"))  # mode 0700: the labels stay private
+        try:
+            path = scratch / "labels.parquet"
+            try:
+                rows = await self._on_thread(export_training_labels, self.dsn, path)
+            except (SqlError, OSError) as exc:
+                return web.json_response({"error": str(exc)}, status=500)
+            except RuntimeError:  # the thread has stopped: the worker is shutting down
+                return web.json_response({"error": "the worker is shutting down"}, status=503)
+            response = web.StreamResponse(headers={"Content-Type": PARQUET_TYPE, "X-Emostream-Rows": str(rows)})
+            response.content_length = path.stat().st_size
+            await response.prepare(request)
+            with path.open("rb") as handle:
+                while chunk := await self._on_thread(handle.read, CHUNK):
+                    await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    async def count(self, request: Any) -> Any:
+        from aiohttp import web
+
+        try:
+            n = await self._on_thread(count_training_labels, self.dsn)
+        except SqlError as exc:
+            return web.json_response({"error": str(exc)}, status=500)
+        except RuntimeError:
+            return web.json_response({"error": "the worker is shutting down"}, status=503)
+        return web.json_response({"labels": n})
+
+    def close(self) -> None:
+        self.thread.shutdown(wait=False, cancel_futures=True)

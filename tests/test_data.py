@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from schemas import LABELS
-from trainer.data import ColumnMap, DataError, load_emotion, source_files
+from trainer.data import ColumnMap, DataError, load_emotion, read_rows, source_files
 
 
 def write_split_dir(directory: Path, train: str, val: str = "i am happy;joy\n", test: str = "so sad;sadness\n") -> Path:
@@ -120,3 +120,17 @@ def test_unreachable_hub_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError, match="could not load it from the Hugging Face Hub"):
         load_emotion("no-such-user/no-such-dataset")
+
+
+def test_rows_end_at_line_ends_only_so_separators_inside_a_text_stay_in_it(tmp_path: Path) -> None:
+    """U+2028, NEL, \\x0b, \\x0c and \\x1c-\\x1e are text in real posts; ``str.splitlines`` would cut a row there."""
+    inside = "one\u2028two\u2029three\x85four\x0bfive\x0csix\x1cseven\x1deight\x1enine"
+    (tmp_path / "rows.jsonl").write_text(
+        json.dumps({"text": inside, "label": "joy"}, ensure_ascii=False) + "\r\n" + '{"text": "b", "label": "fear"}\n'
+    )
+    assert [(r.text, r.label) for r in read_rows(tmp_path / "rows.jsonl")] == [(inside, 1), ("b", 4)]
+    (tmp_path / "rows.txt").write_text(f"{inside};joy\r\nb;fear\n")
+    assert [(r.text, r.label) for r in read_rows(tmp_path / "rows.txt")] == [(inside, 1), ("b", 4)]
+    long = "a" * 200_000  # over the csv module's default field limit of 128 KiB
+    (tmp_path / "rows.csv").write_text(f'text,label\n"{long}",joy\n')
+    assert [r.text for r in read_rows(tmp_path / "rows.csv")] == [long]

@@ -1,4 +1,6 @@
-"""Retraining from reviewed tweets: hold-out by hash, the decision rule, lineage, the lock, --watch."""
+"""Retraining from reviewed tweets: hold-out by hash, the decision rule, lineage, the lock, --watch.
+
+The snapshot's format, the labels route and the watch loop's resilience: tests/test_retrain_snapshot.py."""
 
 from __future__ import annotations
 
@@ -93,6 +95,11 @@ def test_a_round_that_earns_it_is_promoted_with_its_lineage(registry: Path, smal
     import hashlib
 
     assert hashlib.sha256(kept.read_bytes()).hexdigest() == lineage["labels"]["sha256"]
+    # the given CSV is kept as Parquet, the snapshot's format, with the same rows; the lineage names both files
+    assert kept.name == "review_labels.parquet" and kept.read_bytes()[:4] == b"PAR1"
+    assert read_snapshot(kept) == read_snapshot(snapshot)
+    assert lineage["labels"]["snapshot_format"] == "csv"
+    assert lineage["labels"]["snapshot_sha256"] == hashlib.sha256(snapshot.read_bytes()).hexdigest()
     assert (current.path / "serving.json").is_file() and (current.path / "onnx").is_dir()  # served like `train`'s
     listing = run_cli("models", "--registry", registry)
     assert champion.name in listing.stdout and "promoted" in listing.stdout
@@ -125,6 +132,11 @@ def test_two_rounds_never_run_at_once(registry: Path, small_data: Path, tmp_path
         result = run_cli("retrain", "--labels", snapshot, "--registry", registry, "--data", small_data)
     assert result.returncode == 2 and "a retraining round is running already" in result.stderr
     assert len(ModelRegistry(registry).versions()) == 1
+
+
+def sorted_by_id(lines: list[str]) -> list[str]:
+    """The lines in the order of their tweet ids (``r0``, ``r1``, ... as strings): the snapshot's order."""
+    return [line for _, line in sorted((f"r{i}", line) for i, line in enumerate(lines))]
 
 
 def test_watch_starts_a_round_once_enough_labels_have_arrived(registry: Path, small_data: Path, tmp_path: Path) -> None:
@@ -185,3 +197,8 @@ def test_watch_starts_a_round_once_enough_labels_have_arrived(registry: Path, sm
     lineage = json.loads((versions[1].path / "retrain.json").read_text())
     assert lineage["labels"]["rows"] == 150
     assert set(lineage["labels"]["per_label"]) <= set(LABELS)
+    # the snapshot ClickHouse wrote (Parquet) is kept byte for byte, with every text as it was queued
+    assert lineage["labels"]["snapshot_format"] == "parquet"
+    assert lineage["labels"]["sha256"] == lineage["labels"]["snapshot_sha256"]
+    kept = read_snapshot(versions[1].path / lineage["labels"]["file"])
+    assert [row.text for row in kept] == [line.rsplit(";", 1)[0] for line in sorted_by_id(lines)]

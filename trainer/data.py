@@ -158,9 +158,17 @@ def _decode(path: Path) -> str:
         raise DataError(path, f"bad encoding: byte 0x{raw[exc.start]:02x} is not valid UTF-8", line) from exc
 
 
+def lines(text: str) -> list[str]:
+    """The file's lines, split where a line ends (LF, or CRLF) and nowhere else.
+
+    ``str.splitlines`` also splits at U+2028, U+2029, NEL (\\x85), \\x0b, \\x0c and \\x1c-\\x1e, which real
+    posts contain inside their text (and JSON allows raw in a string): a row would be cut in two."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def _semicolon_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, str]]]:
     """CARER's format: ``text;label`` per line; the label is after the last ``;``."""
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines(text), start=1):
         if not line.strip():
             continue
         body, sep, label = line.rpartition(";")
@@ -170,6 +178,7 @@ def _semicolon_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, s
 
 
 def _csv_records(path: Path, text: str, delimiter: str, columns: ColumnMap) -> Iterator[tuple[int, dict]]:
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))  # the module's 128 KiB default cuts long texts
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = reader.fieldnames or []
     for name in (columns.text, columns.label):
@@ -193,7 +202,7 @@ def _json_records(path: Path, text: str) -> Iterator[tuple[int, dict]]:
             raise DataError(path, f"expected a JSON array of objects, got {type(records).__name__}", 1)
         yield from enumerate(records, start=1)  # for an array the "line" is the record's position
         return
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines(text), start=1):
         if not line.strip():
             continue
         try:

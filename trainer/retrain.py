@@ -1,7 +1,7 @@
 """Retraining from the review queue: a challenger trained on reviewed tweets, judged against the champion.
 
-A round reads a snapshot of the reviewers' labels (``tweet_id,text,label``: the latest label per tweet,
-as ``emostream labels --with-ids`` writes it), continues fine-tuning the champion (the registry's
+A round reads a snapshot of the reviewers' labels (``tweet_id,text,label``: the latest label per tweet),
+continues fine-tuning the champion (the registry's
 ``current``) on a mix of reviewed tweets and a replay of the base training data, and promotes the
 challenger only if it is better where the labels come from and not worse where the model came from:
 
@@ -19,6 +19,14 @@ model is failing on.
 
 Lineage goes into the new version's ``retrain.json`` (parent, snapshot file and sha256, counts per
 label, both models' scores, the decision and why), and the snapshot itself is kept beside it.
+
+The snapshot is Parquet (``emostream retrain`` has ClickHouse write it), because Parquet round-trips
+every string: a text with a line or paragraph separator (U+2028/9), an information separator (0x1c-0x1e),
+NEL, a vertical tab or form feed, CR, a quoted newline or NUL comes back exactly as it went in, where a
+line-oriented reading of CSV would split or drop it. A snapshot a person gives (``--labels``) may be
+that Parquet or a ``tweet_id,text,label`` CSV, read with the csv module over the file itself (opened
+with ``newline=''``, so quoted line breaks survive); either way the copy kept beside the new version is
+Parquet, and the lineage's sha256 is that copy's.
 """
 
 from __future__ import annotations
@@ -27,11 +35,14 @@ import csv
 import hashlib
 import json
 import shutil
+import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from datasets import Dataset, DatasetDict, concatenate_datasets
@@ -42,7 +53,9 @@ from schemas import LABELS
 from trainer.data import FEATURES, DataError
 from trainer.finetune import TrainConfig, TrainResult, fine_tune, sha256_of
 
-SNAPSHOT_FILE = "review_labels.csv"
+SNAPSHOT_FILE = "review_labels.parquet"
+COLUMNS = ("tweet_id", "text", "label")
+PARQUET_MAGIC = b"PAR1"
 NO_EMOTION = "none"
 MIN_HOLDOUT = 20  # fewer held-out tweets than this cannot tell two models apart
 
@@ -102,25 +115,132 @@ def in_holdout(tweet_id: str, share: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
-def read_snapshot(path: Path) -> list[ReviewedTweet]:
-    """The labels file of a round; each bad row is named by its line."""
+def snapshot_format(path: Path) -> Literal["parquet", "csv"]:
+    """Parquet by its magic bytes (whatever the file's name), else CSV."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            return "parquet" if handle.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC else "csv"
     except OSError as exc:
         raise DataError(path, f"cannot read the labels snapshot ({exc.strerror})") from None
-    reader = csv.DictReader(text.splitlines())
-    missing = {"tweet_id", "text", "label"} - set(reader.fieldnames or ())
-    if missing:
-        raise DataError(path, f"missing column(s) {', '.join(sorted(missing))}; expected tweet_id,text,label", 1)
+
+
+def read_snapshot(path: Path) -> list[ReviewedTweet]:
+    """The labels of a round, from Parquet or a ``tweet_id,text,label`` CSV; a bad row is named by its line
+    (CSV) or its row number (Parquet)."""
+    records = _parquet_records(path) if snapshot_format(path) == "parquet" else _csv_records(path)
     rows = []
-    for line, record in enumerate(reader, start=2):
-        label = (record["label"] or "").strip()
+    for line, row, record in records:
+        where = f"row {row}: " if line is None else ""
+        tweet_id, text, label = (record.get(name) or "" for name in COLUMNS)
+        label = label.strip()
         if label not in (*LABELS, NO_EMOTION):
-            raise DataError(path, f"label: {label!r} is not one of {', '.join(LABELS)} or {NO_EMOTION}", line)
-        if not (record["tweet_id"] or "").strip() or not (record["text"] or "").strip():
-            raise DataError(path, "tweet_id and text must not be empty", line)
-        rows.append(ReviewedTweet(record["tweet_id"], record["text"], label))
+            raise DataError(path, f"{where}label: {label!r} is not one of {', '.join(LABELS)} or {NO_EMOTION}", line)
+        # Only empty is refused: a text of nothing but spaces or separators is what the reviewer saw and
+        # labelled, and one such row in ClickHouse must not stop every round from then on.
+        if not tweet_id.strip() or not text:
+            raise DataError(path, f"{where}tweet_id and text must not be empty", line)
+        rows.append(ReviewedTweet(tweet_id, text, label))
     return rows
+
+
+@contextmanager
+def _any_field_size() -> Iterator[None]:
+    """The csv module refuses fields over 128 KiB by default; a tweet's text has no such limit."""
+    before = csv.field_size_limit()
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(before)
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int | None, int, dict[str, str | None]]]:
+    """(line, row, record) per row: the csv module over the file opened with ``newline=''``, so a
+    quoted newline or CR stays in its field, and U+2028, 0x1c, NEL... are text (``str.splitlines`` would
+    break lines at them)."""
+    line = 1
+    try:
+        with _any_field_size(), path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = set(COLUMNS) - set(reader.fieldnames or ())
+            if missing:
+                raise DataError(
+                    path, f"missing column(s) {', '.join(sorted(missing))}; expected tweet_id,text,label", 1
+                )
+            line = 2
+            for row, record in enumerate(reader, start=1):
+                yield line, row, record
+                line = reader.line_num + 1
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text (nor Parquet): {exc.reason} near line {line}") from None
+    except csv.Error as exc:
+        raise DataError(path, f"not readable as CSV: {exc}", line) from None
+    except OSError as exc:
+        raise DataError(path, f"cannot read the labels snapshot ({exc.strerror})") from None
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[int | None, int, dict[str, str | None]]]:
+    """(None, row, record) per row (a Parquet file has no lines), read batch by batch with pyarrow."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow's ArrowInvalid: a cut file, no footer
+        raise DataError(path, f"not a readable Parquet file ({exc})") from None
+    missing = set(COLUMNS) - set(file.schema_arrow.names)
+    if missing:
+        raise DataError(path, f"missing column(s) {', '.join(sorted(missing))}; expected tweet_id,text,label")
+    row = 0
+    try:
+        for batch in file.iter_batches(batch_size=16_384, columns=list(COLUMNS)):
+            columns = [_strings(path, batch.column(i), name, row) for i, name in enumerate(COLUMNS)]
+            for values in zip(*columns, strict=True):
+                row += 1
+                yield None, row, dict(zip(COLUMNS, values, strict=True))
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(path, f"not a readable Parquet file ({exc})") from None
+
+
+def _strings(path: Path, array: Any, name: str, first_row: int) -> list[str | None]:
+    """A column's values as str: text as it is, bytes decoded as UTF-8 (each bad one named), ids as written."""
+    import pyarrow as pa
+
+    kind = array.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        try:
+            return array.to_pylist()
+        except UnicodeDecodeError:  # ClickHouse's String holds bytes: find the one that is not UTF-8
+            array = array.cast(pa.large_binary())
+            kind = array.type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        values: list[str | None] = []
+        for offset, value in enumerate(array.to_pylist(), start=first_row + 1):
+            try:
+                values.append(None if value is None else value.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise DataError(path, f"row {offset}: {name} is not valid UTF-8") from None
+        return values
+    if name == "tweet_id" and pa.types.is_integer(kind):
+        return [None if value is None else str(value) for value in array.to_pylist()]
+    raise DataError(path, f"column {name} holds {kind}, not text")
+
+
+def write_snapshot(rows: list[ReviewedTweet], path: Path) -> None:
+    """Rows as a Parquet snapshot (the copy kept of a CSV someone gave)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({name: pa.array([getattr(row, name) for row in rows], pa.string()) for name in COLUMNS})
+    pq.write_table(table, path)
+
+
+def keep_snapshot(snapshot: Path, rows: list[ReviewedTweet], destination: Path) -> None:
+    """The round's labels beside the new version: a Parquet snapshot byte for byte, a CSV as Parquet."""
+    if snapshot_format(snapshot) == "parquet":
+        shutil.copyfile(snapshot, destination)
+    else:
+        write_snapshot(rows, destination)
 
 
 def split_reviewed(rows: list[ReviewedTweet], share: float) -> tuple[list[ReviewedTweet], list[ReviewedTweet]]:
@@ -198,15 +318,17 @@ def retrain(
             "challenger": {"holdout": accuracy(new, texts, labels), "base_test": metrics["test"]["accuracy"]},
         }
         decision = decide(scores["champion"], scores["challenger"], policy.margin, policy.tolerance)
-        shutil.copyfile(snapshot, staged / SNAPSHOT_FILE)
+        keep_snapshot(snapshot, rows, staged / SNAPSHOT_FILE)
         record.update(
             {
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "parent": champion.name,
                 "labels": {
                     "snapshot": str(snapshot),
+                    "snapshot_format": snapshot_format(snapshot),
+                    "snapshot_sha256": sha256_of(snapshot),
                     "file": SNAPSHOT_FILE,
-                    "sha256": sha256_of(snapshot),
+                    "sha256": sha256_of(staged / SNAPSHOT_FILE),
                     "rows": len(rows),
                     "per_label": dict(sorted(Counter(row.label for row in rows).items())),
                     "trained_on": len(train_rows),
