@@ -11,9 +11,14 @@ checked instead, with real tools wherever one exists:
 - Prometheus's and Grafana's files parse, refer to each other and to the compose file consistently; the
   dashboard's SQL runs on the real ClickHouse engine (chDB) over emostream's own tables, its PromQL parses;
 - the ClickHouse cluster DDL (deploy/clickhouse/cluster/) on the embedded engine, as far as one process
-  can go (see test_the_cluster_ddl_runs_on_the_engine_and_emostream_works_on_top).
+  can go (see test_the_cluster_ddl_runs_on_the_engine_and_emostream_works_on_top);
+- the safe defaults: deploy/preflight.sh run under bash, dash and busybox sh with hostile secrets; the host
+  ports and their addresses, Kafka's absence from the host; the ClickHouse users: the init script run with
+  a stand-in clickhouse-client, its SQL parsed and its grants accepted by the embedded engine, the
+  administrator's users.d file loaded by it; .env kept out of git and of the image.
 What cannot be checked here: that the images build and the containers start (pulls, apt, pip in the
-build, the NVIDIA runtime, ClickHouse Keeper, a real multi-host cluster), and the scraping of /metrics.
+build, the NVIDIA runtime, ClickHouse Keeper, a real multi-host cluster, the clickhouse image's entrypoint
+running the init script), and the scraping of /metrics.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -49,6 +55,11 @@ COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+PREFLIGHT = ROOT / "deploy" / "preflight.sh"
+KAFKA_HOST = ROOT / "deploy" / "compose.kafka-host.yml"
+CLICKHOUSE_DEPLOY = ROOT / "deploy" / "clickhouse"
+USERS_INIT = CLICKHOUSE_DEPLOY / "init" / "emostream-users.sh"
+READER_SQL = CLICKHOUSE_DEPLOY / "access" / "emostream_reader.sql"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "emostream.json"
@@ -82,14 +93,17 @@ def all_profiles() -> list[str]:
     return sorted({p for service in compose_source()["services"].values() for p in service.get("profiles", [])})
 
 
-def docker_compose(*args: str) -> subprocess.CompletedProcess:
+def docker_compose(
+    *args: str, env_file: Path = ENV_EXAMPLE, files: tuple[Path, ...] = ()
+) -> subprocess.CompletedProcess:
     if DOCKER_COMPOSE is None:
         pytest.skip(
             "Debian's docker-compose is not installed (`make test` installs it: apt-get install docker-compose)"
         )
-    # A clean environment: only .env.example decides what the file resolves to.
+    # A clean environment: only the env file (.env.example unless told) decides what the file resolves to.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tempfile.gettempdir()}
-    base = [DOCKER_COMPOSE, "--project-directory", str(ROOT), "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE)]
+    chosen = [arg for file in (COMPOSE, *files) for arg in ("-f", str(file))]
+    base = [DOCKER_COMPOSE, "--project-directory", str(ROOT), *chosen, "--env-file", str(env_file)]
     return subprocess.run([*base, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -125,7 +139,7 @@ def image_tag(image: str) -> str:
 
 def test_the_compose_file_is_valid_in_every_profile(configs: dict[tuple[str, ...], dict[str, Any]]) -> None:
     assert set(all_profiles()) == {"cpu", "retrain"}
-    expected = {"kafka", "topics", "clickhouse", "worker", "review", "prometheus", "grafana"}
+    expected = {"preflight", "kafka", "topics", "clickhouse", "worker", "review", "prometheus", "grafana"}
     for chosen, resolved in configs.items():
         assert expected <= set(resolved["services"]), chosen
     config = configs[("cpu", "retrain")]
@@ -145,6 +159,7 @@ def test_the_acceptance_check_would_see_its_services(config: dict[str, Any]) -> 
 
 def test_third_party_images_are_pinned(config: dict[str, Any]) -> None:
     wanted = {
+        "preflight": "apache/kafka:",
         "kafka": "apache/kafka:",
         "topics": "apache/kafka:",
         "clickhouse": "clickhouse/clickhouse-server:",
@@ -171,7 +186,10 @@ def test_kafka_is_a_single_kraft_node_and_the_topics_are_made_once_with_the_part
     assert str(env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]).lower() == "false"
     assert any(v.split(":")[0] == "kafka-data" and v.split(":")[1] == env["KAFKA_LOG_DIRS"] for v in kafka["volumes"])
     topics = service(config, "topics")
-    assert topics["restart"] == "no" and topics["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    assert topics["restart"] == "no" and topics["depends_on"] == {
+        "preflight": {"condition": "service_completed_successfully"},
+        "kafka": {"condition": "service_healthy"},
+    }
     script = " ".join(topics["command"])
     partitions = env_example()["EMOSTREAM_PARTITIONS"]
     assert f"--partitions {partitions} " in script and "--if-not-exists" in script
@@ -180,13 +198,19 @@ def test_kafka_is_a_single_kraft_node_and_the_topics_are_made_once_with_the_part
     assert f"for topic in {' '.join(defaults)};" in script
 
 
-def test_clickhouse_has_a_user_from_env_a_volume_and_a_healthcheck(config: dict[str, Any]) -> None:
+def test_clickhouse_has_its_users_from_env_a_volume_and_a_healthcheck(config: dict[str, Any]) -> None:
     clickhouse = service(config, "clickhouse")
     env, example = clickhouse["environment"], env_example()
-    assert env["CLICKHOUSE_USER"] == example["CLICKHOUSE_USER"] != "default"
-    assert env["CLICKHOUSE_PASSWORD"] == example["CLICKHOUSE_PASSWORD"]
+    # the entrypoint's own user is the administrator; the writer and reader come from the init script
+    assert env["CLICKHOUSE_USER"] == "emostream_admin" != example["CLICKHOUSE_USER"]
+    assert env["CLICKHOUSE_PASSWORD"] == example["CLICKHOUSE_ADMIN_PASSWORD"] != example["CLICKHOUSE_PASSWORD"]
+    assert env["CLICKHOUSE_WRITER_USER"] == example["CLICKHOUSE_USER"] != "default"
+    assert env["CLICKHOUSE_WRITER_PASSWORD"] == example["CLICKHOUSE_PASSWORD"]
+    assert env["CLICKHOUSE_READER_PASSWORD"] == example["CLICKHOUSE_READER_PASSWORD"]
+    assert env["CLICKHOUSE_DB"] == example["CLICKHOUSE_DB"]
     assert "clickhouse-data:/var/lib/clickhouse:rw" in clickhouse["volumes"]
-    assert clickhouse["healthcheck"]["test"][0] == "CMD-SHELL"
+    test = clickhouse["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL" and "emostream_reader" in test[1] and "$$CLICKHOUSE_WRITER_USER" in test[1]
 
 
 def test_the_workers_use_the_gpu_scale_and_reach_kafka_clickhouse_and_their_web_port(config: dict[str, Any]) -> None:
@@ -209,6 +233,7 @@ def test_the_workers_use_the_gpu_scale_and_reach_kafka_clickhouse_and_their_web_
         )
         assert (dsn.username, dsn.password) == (example["CLICKHOUSE_USER"], example["CLICKHOUSE_PASSWORD"])
         assert worker["depends_on"] == {
+            "preflight": {"condition": "service_completed_successfully"},
             "kafka": {"condition": "service_healthy"},
             "clickhouse": {"condition": "service_healthy"},
             "topics": {"condition": "service_completed_successfully"},
@@ -404,6 +429,560 @@ def test_the_review_healthcheck_passes_on_a_real_review_server_only_with_the_tok
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(30)
+
+
+# ------------------------------------------------------------------------------------------ safe defaults
+
+# What deploy/preflight.sh checks: each secret, and whether it goes into a URL (then URL-safe characters only).
+SECRETS = {
+    "EMOSTREAM_WEB_TOKEN": True,
+    "CLICKHOUSE_PASSWORD": True,
+    "CLICKHOUSE_READER_PASSWORD": True,
+    "CLICKHOUSE_ADMIN_PASSWORD": True,
+    "GRAFANA_ADMIN_PASSWORD": False,
+}
+OPTIONAL_SECRETS = {"EMOSTREAM_REVIEW_TOKEN": True}
+SHELLS = [shell for shell in ("bash", "dash", "busybox") if shutil.which(shell)]
+PUBLISHED = {
+    "review": "REVIEW_PUBLISH_ADDRESS",
+    "clickhouse": "CLICKHOUSE_PUBLISH_ADDRESS",
+    "prometheus": "PROMETHEUS_PUBLISH_ADDRESS",
+    "grafana": "GRAFANA_PUBLISH_ADDRESS",
+}
+WRITER_PRIVILEGES = {"SELECT", "INSERT", "ALTER TABLE", "ALTER VIEW", "CREATE TABLE", "CREATE VIEW"}
+
+
+def good_secrets() -> dict[str, str]:
+    """Each one as `openssl rand -hex` makes it, each its own."""
+    return {name: secrets.token_hex(20) for name in SECRETS}
+
+
+def run_preflight(env: dict[str, str], shell: str = "bash") -> subprocess.CompletedProcess:
+    command = ["busybox", "sh"] if shell == "busybox" else [shell]
+    return subprocess.run(
+        [*command, str(PREFLIGHT)],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_preflight_passes_good_secrets_in_every_shell(tmp_path: Path) -> None:
+    assert "bash" in SHELLS
+    # shell syntax and a glob in a value are data, never run or expanded
+    canary = tmp_path / "ran"
+    grafana = f"G* ra'f\"ana;$(touch {canary})`touch {canary}`-2026"
+    for shell in SHELLS:
+        done = run_preflight({**good_secrets(), "GRAFANA_ADMIN_PASSWORD": grafana}, shell)
+        assert done.returncode == 0 and done.stderr == "", (shell, done.stderr)
+        assert "preflight: 5 secrets checked" in done.stdout, shell
+        done = run_preflight({**good_secrets(), "EMOSTREAM_REVIEW_TOKEN": secrets.token_urlsafe(24)}, shell)
+        assert done.returncode == 0 and "preflight: 6 secrets checked" in done.stdout, (shell, done.stderr)
+        # exactly the minimum passes
+        done = run_preflight({**good_secrets(), "CLICKHOUSE_PASSWORD": "a1b2c3d4e5f6g7h8"}, shell)
+        assert done.returncode == 0, (shell, done.stderr)
+    assert not canary.exists()
+
+
+def weak_values(name: str, url_safe: bool) -> list[tuple[str, str]]:
+    """(value, what the refusal says) pairs that must each stop the stack."""
+    cases = [
+        ("", "is empty"),
+        ("a1b2c3d4e5f6g7h", "is too short (15 characters; at least 16)"),
+        ("a1b2c3", "is too short"),
+        ("change-me-" + secrets.token_hex(8), "placeholder 'change-me'"),
+        ("CHANGE-ME-" + secrets.token_hex(8).upper(), "placeholder 'change-me'"),
+        (secrets.token_hex(6) + "ChangeMe" + secrets.token_hex(6), "placeholder 'changeme'"),
+        ("replace-me-" + secrets.token_hex(8), "placeholder 'replace-me'"),
+        ("my-Password-" + secrets.token_hex(6), "placeholder 'password'"),
+        ("abababababababababab", "fewer than 6 different characters"),
+        ("1234123412341234", "fewer than 6 different characters"),
+    ]
+    if url_safe:
+        cases += [(secrets.token_hex(10) + "@host", "only letters, digits"), (secrets.token_hex(10) + " x", "only")]
+    return cases
+
+
+@pytest.mark.parametrize("name", [*SECRETS, *OPTIONAL_SECRETS])
+def test_preflight_refuses_a_weak_secret_and_names_it(name: str) -> None:
+    url_safe = {**SECRETS, **OPTIONAL_SECRETS}[name]
+    for value, says in weak_values(name, url_safe):
+        if name in OPTIONAL_SECRETS and value == "":
+            continue  # unset: a random one per start
+        for shell in SHELLS:
+            done = run_preflight({**good_secrets(), name: value}, shell)
+            assert done.returncode == 1, (shell, name, value, done.stdout)
+            reported = [line for line in done.stderr.splitlines() if not line.endswith("until they are fixed")]
+            assert reported and all(line.startswith(f"preflight: {name} ") for line in reported), (shell, done.stderr)
+            assert says in done.stderr, (shell, name, value, done.stderr)
+            assert not value or value not in done.stderr + done.stdout, "a secret was printed"
+    if not url_safe:  # any character is fine where the value goes into no URL
+        done = run_preflight({**good_secrets(), name: secrets.token_hex(10) + "@ %/:"})
+        assert done.returncode == 0, done.stderr
+
+
+def test_preflight_refuses_a_secret_shared_by_two_and_the_copied_example() -> None:
+    values = good_secrets()
+    for shell in SHELLS:
+        done = run_preflight({**values, "CLICKHOUSE_READER_PASSWORD": values["CLICKHOUSE_PASSWORD"]}, shell)
+        assert done.returncode == 1
+        assert "CLICKHOUSE_READER_PASSWORD is the same as CLICKHOUSE_PASSWORD" in done.stderr, done.stderr
+        token = secrets.token_urlsafe(24)
+        done = run_preflight({**values, "EMOSTREAM_WEB_TOKEN": token, "EMOSTREAM_REVIEW_TOKEN": token}, shell)
+        assert done.returncode == 1 and "EMOSTREAM_REVIEW_TOKEN is the same as EMOSTREAM_WEB_TOKEN" in done.stderr
+    # .env.example copied and left as it is: every secret it sets is refused, each by name
+    done = run_preflight(env_example())
+    assert done.returncode == 1
+    for name in SECRETS:
+        assert f"preflight: {name} contains the placeholder 'change-me'" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CLICKHOUSE_USER", "default"),
+        ("CLICKHOUSE_USER", "emostream_reader"),
+        ("CLICKHOUSE_USER", "emostream_admin"),
+        ("CLICKHOUSE_USER", "emo-stream"),
+        ("CLICKHOUSE_USER", "x`; DROP USER y; --"),
+        ("CLICKHOUSE_DB", "1st"),
+        ("CLICKHOUSE_DB", "emostream.x"),
+    ],
+)
+def test_preflight_refuses_names_the_init_script_cannot_use(name: str, value: str) -> None:
+    done = run_preflight({**good_secrets(), name: value})
+    assert done.returncode == 1 and f"preflight: {name} must" in done.stderr, done.stderr
+    assert run_preflight({**good_secrets(), name: "analytics_2"}).returncode == 0
+
+
+def test_every_service_waits_for_preflight_which_sees_every_secret(
+    configs: dict[tuple[str, ...], dict[str, Any]],
+) -> None:
+    for chosen, resolved in configs.items():
+        for name, svc in resolved["services"].items():
+            if name != "preflight":
+                assert svc["depends_on"]["preflight"] == {"condition": "service_completed_successfully"}, (chosen, name)
+    config = configs[tuple(all_profiles())]
+    preflight = service(config, "preflight")
+    assert preflight["restart"] == "no" and "ports" not in preflight
+    mounts = {v.split(":")[1]: Path(v.split(":")[0]) for v in preflight["volumes"]}
+    assert preflight["entrypoint"][0] == "/bin/sh" and mounts[preflight["entrypoint"][1]] == PREFLIGHT
+    checked = set(re.findall(r"^check (\w+) ", PREFLIGHT.read_text(), flags=re.MULTILINE))
+    assert checked == set(SECRETS) | set(OPTIONAL_SECRETS)
+    env = preflight["environment"]
+    assert checked <= set(env)
+    # a secret the stack insists on (${VAR:?...}) is one preflight checks
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()))
+    assert required and required <= checked, sorted(required - checked)
+    # and it checks the values the services get
+    worker = service(config, "worker")["environment"]
+    assert env["EMOSTREAM_WEB_TOKEN"] == worker["EMOSTREAM_WEB_TOKEN"]
+    assert env["CLICKHOUSE_PASSWORD"] == urlsplit(worker["EMOSTREAM_CLICKHOUSE_DSN"]).password
+    assert env["CLICKHOUSE_READER_PASSWORD"] == urlsplit(worker["EMOSTREAM_CLICKHOUSE_QUERY_DSN"]).password
+    assert env["CLICKHOUSE_ADMIN_PASSWORD"] == service(config, "clickhouse")["environment"]["CLICKHOUSE_PASSWORD"]
+    assert env["GRAFANA_ADMIN_PASSWORD"] == service(config, "grafana")["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+
+
+def host_addresses(svc: dict[str, Any]) -> list[str]:
+    """The host address of each published port ("127.0.0.1:8080:8080/tcp" -> "127.0.0.1")."""
+    return [port.rsplit(":", 2)[0] for port in svc.get("ports", [])]
+
+
+def env_file_with(tmp_path: Path, **values: str) -> Path:
+    """.env.example with some lines changed (or added)."""
+    lines = [line for line in ENV_EXAMPLE.read_text().splitlines() if line.split("=", 1)[0] not in values]
+    path = tmp_path / f"env-{uuid.uuid4().hex[:8]}"
+    path.write_text("\n".join([*lines, *(f"{name}={value}" for name, value in values.items())]) + "\n")
+    return path
+
+
+def resolved(*args: str, **kwargs: Any) -> dict[str, Any]:
+    done = docker_compose(*args, "config", **kwargs)
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)
+
+
+def test_no_kafka_port_on_the_host_and_every_port_on_loopback_by_its_own_address(
+    configs: dict[tuple[str, ...], dict[str, Any]], tmp_path: Path
+) -> None:
+    for chosen, config in configs.items():
+        published = {name: host_addresses(svc) for name, svc in config["services"].items() if "ports" in svc}
+        assert set(published) == set(PUBLISHED), chosen  # Kafka (no authentication) is not among them
+        assert all(addresses == ["127.0.0.1"] for addresses in published.values()), (chosen, published)
+    # each port names its own variable, defaulting to loopback...
+    source = compose_source()["services"]
+    for name, variable in PUBLISHED.items():
+        (port,) = source[name]["ports"]
+        assert port.startswith(f"${{{variable}:-127.0.0.1}}:"), port
+        assert env_example()[variable] == "127.0.0.1"
+    # ...and opening one opens only that one
+    for name, variable in PUBLISHED.items():
+        config = resolved(env_file=env_file_with(tmp_path, **{variable: "0.0.0.0"}))
+        opened = {n for n, svc in config["services"].items() if "0.0.0.0" in host_addresses(svc)}
+        assert opened == {name}, (variable, opened)
+    # the one address of earlier versions opens nothing any more
+    config = resolved(env_file=env_file_with(tmp_path, PUBLISH_ADDRESS="0.0.0.0"))
+    assert all(set(host_addresses(svc)) <= {"127.0.0.1"} for svc in config["services"].values())
+
+
+def test_kafka_reaches_the_host_only_through_its_override_file(tmp_path: Path) -> None:
+    example = env_example()
+    config = resolved(files=(KAFKA_HOST,))
+    kafka = service(config, "kafka")
+    assert kafka["ports"] == [f"127.0.0.1:{example['KAFKA_HOST_PORT']}:9094/tcp"]
+    assert f"HOST://localhost:{example['KAFKA_HOST_PORT']}" in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert "HOST://:9094" in kafka["environment"]["KAFKA_LISTENERS"]
+    others = {name: svc.get("ports") for name, svc in config["services"].items() if name != "kafka"}
+    assert others == {name: svc.get("ports") for name, svc in resolved()["services"].items() if name != "kafka"}
+    config = resolved(files=(KAFKA_HOST,), env_file=env_file_with(tmp_path, KAFKA_PUBLISH_ADDRESS="0.0.0.0"))
+    opened = {name for name, svc in config["services"].items() if "0.0.0.0" in host_addresses(svc)}
+    assert opened == {"kafka"}
+    # how to open it, and why not to, is where a user looks
+    for doc in (ROOT / "deploy" / "README.md", ENV_EXAMPLE, KAFKA_HOST):
+        text = doc.read_text()
+        assert "no authentication" in text, doc
+        assert doc == KAFKA_HOST or "deploy/compose.kafka-host.yml" in text or "compose.kafka-host.yml" in text, doc
+
+
+def test_user_sql_the_trends_page_and_grafana_read_as_the_reader_and_the_writer_administers_nothing(
+    config: dict[str, Any],
+) -> None:
+    example = env_example()
+    for name in EMOSTREAM_SERVICES:
+        env = service(config, name)["environment"]
+        reader, writer = urlsplit(env["EMOSTREAM_CLICKHOUSE_QUERY_DSN"]), urlsplit(env["EMOSTREAM_CLICKHOUSE_DSN"])
+        assert (reader.username, reader.password) == ("emostream_reader", example["CLICKHOUSE_READER_PASSWORD"])
+        assert (reader.scheme, reader.hostname, reader.port, reader.path) == (
+            writer.scheme,
+            writer.hostname,
+            writer.port,
+            writer.path,
+        )
+        assert writer.username == example["CLICKHOUSE_USER"] != reader.username
+        assert writer.password != reader.password
+    clickhouse = service(config, "clickhouse")
+    env = clickhouse["environment"]
+    assert not [key for key in env if "ACCESS_MANAGEMENT" in key], "the image would give a user access management"
+    assert str(env["CLICKHOUSE_SKIP_USER_SETUP"]) == "1" and str(env["CLICKHOUSE_ALWAYS_RUN_INITDB_SCRIPTS"]) == "1"
+    mounts = {v.split(":")[1]: Path(v.split(":")[0]) for v in clickhouse["volumes"] if v.startswith("/")}
+    assert mounts == {
+        "/etc/clickhouse-server/config.d/emostream.xml": CLICKHOUSE_DEPLOY / "server" / "config.xml",
+        "/etc/clickhouse-server/users.d/emostream.xml": CLICKHOUSE_DEPLOY / "server" / "users.xml",
+        "/docker-entrypoint-initdb.d/emostream-users.sh": USERS_INIT,
+        "/etc/emostream/access": READER_SQL.parent,
+    }
+    # no .sql file of access/ in initdb.d itself: the image would run it as it is, with 'change-me'
+    assert not [target for target in mounts if target.startswith("/docker-entrypoint-initdb.d/") and ".sql" in target]
+    assert re.search(r"local access=\$\{CLICKHOUSE_ACCESS_SQL_DIR:-/etc/emostream/access\}", USERS_INIT.read_text())
+    # Grafana: the reader too, never the writer's variables
+    grafana = service(config, "grafana")["environment"]
+    datasources = (GRAFANA / "provisioning" / "datasources" / "datasources.yml").read_text()
+    (clickhouse_source,) = [s for s in yaml.safe_load(datasources)["datasources"] if s["uid"] == "clickhouse"]
+    user_variable = clickhouse_source["jsonData"]["username"].strip("${}")
+    password_variable = clickhouse_source["secureJsonData"]["password"].strip("${}")
+    assert grafana[user_variable] == "emostream_reader"
+    assert grafana[password_variable] == example["CLICKHOUSE_READER_PASSWORD"]
+    assert "CLICKHOUSE_PASSWORD" not in grafana and "CLICKHOUSE_USER" not in grafana
+    # its query timeout, sent as max_execution_time, within what the reader's profile lets a client set
+    limit = re.search(r"max_execution_time = (\d+) MAX (\d+) CHANGEABLE_IN_READONLY", READER_SQL.read_text())
+    assert limit and int(clickhouse_source["jsonData"]["queryTimeout"]) <= int(limit[2])
+
+
+def test_the_reader_profile_is_read_only_bounds_memory_and_its_server_settings_are_pinned() -> None:
+    from stream.sink import ddl_statements
+
+    (profile,) = [s for s in ddl_statements(READER_SQL.parent) if s.startswith("CREATE SETTINGS PROFILE")]
+    settings = dict(re.findall(r"^\s+(\w+)( = [^,;]+| CHANGEABLE_IN_READONLY)", profile, flags=re.MULTILINE))
+    assert settings["readonly"] == " = 1"
+    assert int(settings["max_memory_usage"].split("=")[1]) > 0 and "CHANGEABLE" not in settings["max_memory_usage"]
+    changeable = {name for name, value in settings.items() if "CHANGEABLE_IN_READONLY" in value}
+    assert changeable == {"max_execution_time", "enable_http_compression"}  # nothing that lifts a limit further
+    import xml.etree.ElementTree as ElementTree
+
+    improvements = (
+        ElementTree.parse(CLICKHOUSE_DEPLOY / "server" / "config.xml").getroot().find("access_control_improvements")
+    )
+    assert improvements is not None
+    for name in (
+        "settings_constraints_replace_previous",  # CHANGEABLE_IN_READONLY is refused without it
+        "select_from_system_db_requires_grant",
+        "select_from_information_schema_requires_grant",
+    ):
+        assert improvements.findtext(name) == "true", name
+
+
+def fake_clickhouse_client(tmp_path: Path, exit_code: int = 0) -> Path:
+    """A clickhouse-client that records its arguments and the SQL it is sent."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    client = bin_dir / "clickhouse-client"
+    client.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{tmp_path}/args"\ncat > "{tmp_path}/sql"\nexit {exit_code}\n')
+    client.chmod(0o755)
+    return bin_dir
+
+
+def run_users_init(tmp_path: Path, exit_code: int = 0, **overrides: str) -> tuple[subprocess.CompletedProcess, dict]:
+    env = {
+        "CLICKHOUSE_USER": "emostream_admin",
+        "CLICKHOUSE_PASSWORD": "admin-" + secrets.token_hex(12),
+        "CLICKHOUSE_DB": "emostream",
+        "CLICKHOUSE_WRITER_USER": "emostream",
+        "CLICKHOUSE_WRITER_PASSWORD": secrets.token_hex(16),
+        "CLICKHOUSE_READER_PASSWORD": secrets.token_hex(16),
+        "CLICKHOUSE_ACCESS_SQL_DIR": str(READER_SQL.parent),
+        **overrides,
+    }
+    path = f"{fake_clickhouse_client(tmp_path, exit_code)}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    # as the image's entrypoint runs it: sourced by a bash running with set -eo pipefail
+    done = subprocess.run(
+        ["bash", "-c", 'set -eo pipefail; . "$1"; echo "entrypoint goes on"', "entrypoint", str(USERS_INIT)],
+        env={"PATH": path, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return done, env
+
+
+def sql_statements(text: str) -> list[str]:
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def single_line(statements: list[str], tmp_path: Path) -> list[str]:
+    """Each statement as the engine's parser reads it (an error if it does not parse)."""
+    from stream.sink import ClickHouseSink
+
+    sink = ClickHouseSink(f"chdb://{tmp_path / 'parse'}")
+    try:
+        query = "SELECT formatQuerySingleLine({s:String})"
+        return [sink.client.query(query, parameters={"s": s}).result_rows[0][0] for s in statements]
+    finally:
+        sink.close()
+
+
+def test_the_users_init_script_makes_a_bounded_writer_and_the_reader_of_its_file(tmp_path: Path) -> None:
+    done, env = run_users_init(tmp_path)
+    assert done.returncode == 0 and done.stdout.rstrip().endswith("entrypoint goes on"), done.stderr
+    args = (tmp_path / "args").read_text().split("\n")[:-1]
+    admin = ["--user", "emostream_admin", "--password", env["CLICKHOUSE_PASSWORD"]]
+    assert args == ["--host", "127.0.0.1", *admin, "--multiquery"]  # the loopback server, as the administrator
+    sql = (tmp_path / "sql").read_text()
+    assert "change-me" not in sql and env["CLICKHOUSE_PASSWORD"] not in sql
+    parsed = single_line(sql_statements(sql), tmp_path)
+    writer = [s for s in parsed if re.search(r"(?<![\w.])emostream(?![\w.])", s)]  # the name, not emostream.table
+    assert writer == [
+        "DROP USER IF EXISTS emostream",
+        f"CREATE USER emostream IDENTIFIED WITH sha256_password BY '{env['CLICKHOUSE_WRITER_PASSWORD']}' "
+        "DEFAULT DATABASE emostream",
+        "GRANT SELECT, INSERT, ALTER TABLE, ALTER VIEW, CREATE TABLE, CREATE VIEW ON emostream.* TO emostream",
+    ]
+    grants = [s for s in parsed if s.startswith(("GRANT", "REVOKE"))]
+    for grant in grants:
+        assert "*.*" not in grant and "WITH GRANT OPTION" not in grant, grant
+        privileges = set(re.match(r"GRANT (.+?) ON ", grant)[1].split(", "))
+        assert privileges <= WRITER_PRIVILEGES, grant  # no ALL, DROP, SYSTEM, ACCESS MANAGEMENT, FILE, URL...
+    # the reader: dropped, then made by its file, statement for statement, with the password from .env
+    reader_file = single_line(
+        [
+            s.replace("'change-me'", f"'{env['CLICKHOUSE_READER_PASSWORD']}'")
+            for s in sql_statements(READER_SQL.read_text())
+        ],
+        tmp_path,
+    )
+    assert parsed[3:] == [
+        "DROP USER IF EXISTS emostream_reader",
+        "DROP QUOTA IF EXISTS emostream_reader_quota",
+        "DROP SETTINGS PROFILE IF EXISTS emostream_reader_profile",
+        *reader_file,
+    ]
+    assert sum(env["CLICKHOUSE_READER_PASSWORD"] in s for s in parsed) == 1
+    assert all(g.startswith("GRANT SELECT ON emostream.") for g in grants if g.endswith(" TO emostream_reader"))
+
+
+def test_the_users_init_script_follows_the_database_name(tmp_path: Path) -> None:
+    done, _ = run_users_init(tmp_path, CLICKHOUSE_DB="analytics", CLICKHOUSE_WRITER_USER="scorer")
+    assert done.returncode == 0, done.stderr
+    grants = [s for s in sql_statements((tmp_path / "sql").read_text()) if s.startswith("GRANT")]
+    assert len(grants) == 1 + READER_SQL.read_text().count("\nGRANT ")
+    assert all(" ON analytics." in g or " ON `analytics`." in g for g in grants), grants
+    assert "emostream." not in "\n".join(grants)
+    assert grants[0].endswith("TO `scorer`")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"CLICKHOUSE_READER_PASSWORD": "x' IDENTIFIED BY 'y'; GRANT ALL ON *.* TO emostream_reader; --"}, "READER"),
+        ({"CLICKHOUSE_WRITER_PASSWORD": "short"}, "CLICKHOUSE_WRITER_PASSWORD"),
+        ({"CLICKHOUSE_WRITER_PASSWORD": ""}, "CLICKHOUSE_WRITER_PASSWORD"),
+        ({"CLICKHOUSE_DB": "emostream`.*; GRANT ALL ON *.* TO x; --"}, "db name"),
+        ({"CLICKHOUSE_WRITER_USER": "emostream_admin"}, "may not be called"),
+        ({"CLICKHOUSE_WRITER_USER": "a b"}, "writer name"),
+        (
+            {
+                "CLICKHOUSE_WRITER_PASSWORD": "same-" + "9" * 11 + "abcdef",
+                "CLICKHOUSE_READER_PASSWORD": "same-" + "9" * 11 + "abcdef",
+            },
+            "share",
+        ),
+        ({"CLICKHOUSE_ACCESS_SQL_DIR": "/nonexistent"}, "emostream_reader.sql"),
+    ],
+)
+def test_the_users_init_script_stops_the_entrypoint_on_what_it_cannot_splice_safely(
+    tmp_path: Path, overrides: dict[str, str], says: str
+) -> None:
+    done, _ = run_users_init(tmp_path, **overrides)
+    assert done.returncode != 0 and "entrypoint goes on" not in done.stdout
+    assert says in done.stderr, done.stderr
+    assert not (tmp_path / "sql").exists(), "SQL was sent"
+
+
+def test_the_users_init_script_stops_the_entrypoint_when_clickhouse_refuses(tmp_path: Path) -> None:
+    done, _ = run_users_init(tmp_path, exit_code=36)
+    assert done.returncode != 0 and "entrypoint goes on" not in done.stdout
+
+
+def test_the_writer_may_run_every_statement_of_emostreams_ddl() -> None:
+    """emostream applies deploy/clickhouse/*.sql at every start as the writer: a statement that needs a
+    privilege the writer lacks (DROP, RENAME, OPTIMIZE, CREATE DATABASE...) would stop every worker."""
+    from stream.sink import ddl_statements
+
+    needs = {
+        "CREATE TABLE": {"CREATE TABLE"},
+        "CREATE MATERIALIZED VIEW": {"CREATE VIEW", "SELECT", "INSERT"},  # reads its source, writes its target
+        "CREATE VIEW": {"CREATE VIEW", "SELECT"},
+        "ALTER TABLE": {"ALTER TABLE"},  # columns, ORDER BY, TTL... (a view's MODIFY QUERY: ALTER VIEW)
+    }
+    statements = ddl_statements()
+    assert statements
+    for statement in statements:
+        kind = next((k for k in needs if statement.startswith(k + " ")), None)
+        assert kind, f"the writer may not run {statement[:60]!r}: grant it in {USERS_INIT.name} (and test it here)"
+        assert needs[kind] <= WRITER_PRIVILEGES, statement[:60]
+
+
+# Run in a process of its own, like CLUSTER_CHECK: the engine reads its users configuration once per process.
+ACCESS_CHECK = textwrap.dedent(
+    """
+    import json, sys
+    import chdb
+
+    work, queries = sys.argv[1], json.loads(sys.argv[2])
+    try:
+        connection = chdb.connect(f"file:{work}/data?config-file={work}/config.xml")
+    except Exception as exc:
+        print(json.dumps({"error": str(exc).splitlines()[0]}))
+        sys.exit(0)
+    cursor = connection.cursor()
+    out = {}
+    for query in queries:
+        cursor.execute(query)
+        out[query] = [list(row) for row in cursor.fetchall()]
+    print(json.dumps(out))
+    """
+)
+
+
+def engine_access(work: Path, users_d: dict[str, str], queries: list[str], **env: str) -> dict[str, Any]:
+    """Load users.d files into the embedded engine (over a users.xml with only a default profile and quota)."""
+    (work / "users.d").mkdir(parents=True)
+    (work / "config.xml").write_text(
+        f"<clickhouse><user_directories replace='replace'><users_xml><path>{work}/users.xml</path></users_xml>"
+        "</user_directories></clickhouse>"
+    )
+    (work / "users.xml").write_text(
+        "<clickhouse><profiles><default/></profiles><quotas><default/></quotas><users>"
+        "<default><password></password><profile>default</profile><quota>default</quota></default>"
+        "</users></clickhouse>"
+    )
+    for name, text in users_d.items():
+        (work / "users.d" / name).write_text(text)
+    done = subprocess.run(
+        [sys.executable, "-c", ACCESS_CHECK, str(work), json.dumps(queries)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# the embedded engine's own session logs in as `default`: this puts it back after the file under test
+SESSION_USER = (
+    "<clickhouse><users><default><password></password><profile>default</profile><quota>default</quota>"
+    "<access_management>1</access_management></default></users></clickhouse>"
+)
+
+
+def test_the_engine_grants_the_writer_and_the_reader_exactly_their_privileges(tmp_path: Path) -> None:
+    """The init script's GRANT statements, given to two users of the engine: it accepts every privilege
+    named (a misspelt one stops the load) and grants nothing beyond emostream's database."""
+    done, _ = run_users_init(tmp_path)
+    assert done.returncode == 0, done.stderr
+    grants = [s for s in sql_statements((tmp_path / "sql").read_text()) if s.startswith("GRANT")]
+    users = ""
+    for user in ("emostream", "emostream_reader"):
+        queries = "".join(
+            f"<query>{g.rsplit(' TO ', 1)[0]}</query>" for g in grants if re.search(rf" TO `?{user}`?$", g)
+        )
+        users += f"<{user}><password>x</password><profile>default</profile><grants>{queries}</grants></{user}>"
+    out = engine_access(
+        tmp_path / "engine",
+        {"emostream.xml": f"<clickhouse><users>{users}</users></clickhouse>", "zz-session.xml": SESSION_USER},
+        ["SELECT user_name, access_type, database, table, grant_option FROM system.grants ORDER BY ALL"],
+    )
+    assert "error" not in out, out
+    rows = next(iter(out.values()))
+    writer = [row for row in rows if row[0] == "emostream"]
+    assert {row[1] for row in writer} == WRITER_PRIVILEGES
+    assert all(row[2:] == ["emostream", None, 0] for row in writer), writer  # its database, no grant option
+    reader = [row for row in rows if row[0] == "emostream_reader"]
+    tables = set(re.findall(r"GRANT SELECT ON emostream\.(\w+) TO", READER_SQL.read_text()))
+    assert {(row[1], row[2], row[3]) for row in reader} == {("SELECT", "emostream", t) for t in tables}
+    assert {"emotion_scores", "emotion_scores_latest", "review_labels"} <= tables
+
+
+def test_the_administrator_file_removes_default_and_keeps_its_admin_on_loopback(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ElementTree
+
+    users_xml = (CLICKHOUSE_DEPLOY / "server" / "users.xml").read_text()
+    admin = ElementTree.fromstring(users_xml).find("users/emostream_admin")
+    assert admin is not None and admin.find("password").get("from_env") == "CLICKHOUSE_PASSWORD"
+    password = "admin-" + secrets.token_hex(12)
+    out = engine_access(
+        tmp_path / "with-session",
+        {"emostream.xml": users_xml, "zz-session.xml": SESSION_USER},
+        ["SHOW CREATE USER emostream_admin", "SELECT name FROM system.users ORDER BY name"],
+        CLICKHOUSE_PASSWORD=password,
+    )
+    assert "error" not in out, out
+    (create,) = out["SHOW CREATE USER emostream_admin"]
+    assert " HOST LOCAL" in create[0], create  # loopback only: not from the stack's network, not from the host
+    assert out["SELECT name FROM system.users ORDER BY name"] == [["default"], ["emostream_admin"]]
+    # without the test's session user, `default` is gone: the engine cannot even log in
+    out = engine_access(tmp_path / "alone", {"emostream.xml": users_xml}, ["SELECT 1"], CLICKHOUSE_PASSWORD=password)
+    assert "Authentication failed" in out.get("error", ""), out
+
+
+def test_env_is_kept_out_of_git_and_of_the_image() -> None:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", path], timeout=30).returncode == 0
+
+    for secret in (".env", ".env.production", "deploy/.env"):
+        assert ignored(secret), secret
+        assert dockerignore_excludes(secret), secret
+    assert dockerignore_excludes("deploy/clickhouse/.env")  # inside a folder the image does take
+    assert not ignored(".env.example")
+    tracked = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "--", ".env", "**/.env"], capture_output=True, text=True, timeout=30
+    )
+    assert tracked.stdout == ""
 
 
 # ------------------------------------------------------------------------------------------ Dockerfile
