@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sys
 
+from rich.text import Text
+
 from emostream import loop_commands, streaming_commands, training_commands  # noqa: F401  (they register the commands)
 from emostream.cli_common import UsageError, app
-from emostream.console import err
+from emostream.console import err, literal
 
 # Exceptions that mean "what was asked for cannot be done": one line on stderr, exit 2, no traceback.
 USER_ERRORS = {  # module: (exception, what to put before its message)
@@ -54,5 +56,5 @@ def main() -> None:
             message = user_message
         else:
             raise
-        err.print(f"[red]error:[/red] {message}", highlight=False)
+        err.print(Text.assemble(("error:", "red"), " ", literal(message)))
         sys.exit(2)

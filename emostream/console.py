@@ -9,22 +9,49 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from schemas.text import escape_control
 
 if TYPE_CHECKING:
     import pandas as pd
 
+
+class TextConsole(Console):
+    """A rich console that prints strings as text: never read as markup, control characters escaped.
+
+    Messages carry strings from outside (a brand, a tweet, a ClickHouse error quoting either), so a plain
+    ``str`` given to :meth:`print` is shown as :func:`literal` shows it; styling is asked for with
+    ``style=`` or a :class:`~rich.text.Text` built by the caller, never with markup in a string.
+    """
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("highlight", False)
+        super().print(*(literal(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
 # Piped output (a log, a test, `| less`) gets a wide table instead of rich's 80-column default.
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+out = TextConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 160, markup=False)
+err = TextConsole(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160, markup=False)
+
+
+def literal(value: object, style: str = "", newlines: bool = True) -> Text:
+    """A string from outside (the database, an error message, a file) as rich text that prints literally.
+
+    rich would read ``[link=...]`` or ``[/x]`` in a plain ``str`` as markup (a hyperlink, a crash), and a
+    terminal would act on escape sequences: a :class:`~rich.text.Text` is never parsed as markup, and the
+    control characters are escaped first.
+    """
+    return Text(escape_control("" if value is None else str(value), newlines), style=style)
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], raw: bool = False) -> Table:
     """A table of results; ``raw`` prints values as they are (query output), else numbers are formatted."""
-    result = Table(title=title or None, title_justify="left")
+    result = Table(title=literal(title) if title else None, title_justify="left")
     for i, name in enumerate(columns):
-        result.add_column(name, justify="left" if i == 0 else "right")
-    for row in rows:
-        result.add_row(*(("" if v is None else str(v)) if raw else _cell(v) for v in row))
+        result.add_column(literal(name, newlines=False), justify="left" if i == 0 else "right")
+    for row in rows:  # cells are Text: rich would read markup in a str cell
+        result.add_row(*(literal(v if raw else _cell(v), newlines=False) for v in row))
     return result
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from rich.text import Text
 from tqdm.auto import tqdm
 
 from emostream.console import err, out, table
@@ -48,9 +49,15 @@ def run_demo(settings: Settings, train: Callable[[], None], keep_open: bool = Fa
     settings = settings.model_copy(update={"kafka_bootstrap": None, "clickhouse_dsn": None})
     if ModelRegistry(settings.registry).current() is None:
         err.print(
-            f"[bold]No model in {settings.registry} yet: fine-tuning {display_name(settings.base_model)} for "
-            f"{settings.epochs:g} epochs first.[/bold] On a 2-core CPU with native bf16 this takes about 10 minutes, "
-            "15 without (the progress bar shows the live estimate); on a GPU, about one."
+            Text.assemble(
+                (
+                    f"No model in {settings.registry} yet: fine-tuning {display_name(settings.base_model)} for "
+                    f"{settings.epochs:g} epochs first.",
+                    "bold",
+                ),
+                " On a 2-core CPU with native bf16 this takes about 10 minutes, "
+                "15 without (the progress bar shows the live estimate); on a GPU, about one.",
+            )
         )
         train()
     test_split = load_emotion(settings.data)["test"]
@@ -191,7 +198,7 @@ def _simulate_reviewers(endpoint: Endpoint, home: Path, tweet_ids: list[str], go
         writer = csv.writer(handle)
         writer.writerow(["tweet_id", "label"])
         writer.writerows([tweet_id, LABELS[label]] for tweet_id, label in zip(tweet_ids, gold, strict=True))
-    report = simulate(ReviewClient(endpoint.url, endpoint.token, "demo-simulated"), Answers.read(answers), DEMO_LABELS)
+    report = simulate(ReviewClient(endpoint.url, endpoint.token), Answers.read(answers), DEMO_LABELS)
     out.print(
         f"simulated reviewers labelled {report.labelled} review items with the test split's gold labels "
         f"(with `emostream up` running, `emostream review simulate --answers {answers} --budget {DEMO_LABELS}` "

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from emostream.cli_common import (
     Data,
@@ -25,14 +26,14 @@ from emostream.cli_common import (
     setting,
     settings_from,
 )
-from emostream.console import err, frame_table, metrics_table, out, per_class_table, table
+from emostream.console import err, frame_table, literal, metrics_table, out, per_class_table, table
 from schemas.settings import Settings, load_settings
 
 
 def _load_data(settings: Settings):  # -> DatasetDict
     from trainer.data import ColumnMap, load_emotion
 
-    err.print(f"loading data from [bold]{settings.data}[/bold]")
+    err.print(Text.assemble("loading data from ", literal(settings.data, style="bold")))
     return load_emotion(settings.data, ColumnMap(settings.text_column, settings.label_column), settings.seed)
 
 
