@@ -229,6 +229,14 @@ def test_the_page_is_served_with_its_assets_and_the_url_holds_no_secret_it_did_n
         assert status == 200 and len(body) > 500
         assert "http://" not in body and "https://" not in body  # no CDN: it works with no internet
     assert "http://" not in page[1] and "https://" not in page[1]
+    # the page comes with its session and first items, as data no tweet text can break out of
+    block = page[1].split('<script id="initial" type="application/json">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in block
+    initial = json.loads(block)
+    assert initial["session"]["reviewer"] == REVIEWER and initial["session"]["csrf"] == ana.csrf
+    shown = [item["tweet_id"] for item in initial["window"]["items"]]
+    assert len(shown) == 10 and [i["tweet_id"] for i in ana.get("/review/api/items?n=10")["items"]] == shown
+    assert ana.get("/review/api/items?n=1&brand=no-such-brand")["items"] == []  # gives the 10 back
     status, body, _ = server.request("GET", "/review/static/review.js")  # assets too need the session
     assert status == 401
 

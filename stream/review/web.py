@@ -14,6 +14,7 @@ by its id and ``text_sha256``, the hash of the text the page showed (64 hex digi
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from stream.sessions import SessionError, check_reviewer
 from stream.trends import BUCKET_FUNCTIONS, TrendsError, parse_duration
 
 STATIC = Path(__file__).resolve().parent / "static"
+FIRST_WINDOW = 10  # items the page comes with: review.js's WINDOW
+log = logging.getLogger("emostream.review")
 SERVICE = web.AppKey("review_service", ReviewService)
 GUARD = web.AppKey("review_guard", RequestGuard)
 PAGE_HEADERS = {
@@ -75,7 +78,7 @@ def mount_review(app: web.Application, service: ReviewService, guard: RequestGua
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
-    app.router.add_get("/review", _page("review.html"))
+    app.router.add_get("/review", review_page)
     app.router.add_get("/trends", _page("trends.html"))
     app.router.add_static("/review/static", STATIC)
     app.router.add_get("/review/api/session", session)
@@ -101,19 +104,43 @@ def _page(name: str) -> Any:
     return handler
 
 
-async def session(request: web.Request) -> web.Response:
+def _session_of(request: web.Request) -> dict[str, Any]:
     principal = request["principal"]
     guard = request.app[GUARD]
     csrf = guard.sessions.csrf_token(principal.session) if principal.session and guard.sessions else None
-    return web.json_response(
-        {
-            "reviewer": principal.reviewer,
-            "scope": principal.scope,
-            "csrf": csrf,
-            "labels": [*LABELS, NO_EMOTION],
-            "lease_seconds": request.app[SERVICE].settings.review_lease,
-        }
+    return {
+        "reviewer": principal.reviewer,
+        "scope": principal.scope,
+        "csrf": csrf,
+        "labels": [*LABELS, NO_EMOTION],
+        "lease_seconds": request.app[SERVICE].settings.review_lease,
+    }
+
+
+async def session(request: web.Request) -> web.Response:
+    return web.json_response(_session_of(request))
+
+
+async def review_page(request: web.Request) -> web.Response:
+    """The page with its session and first items in it, as a JSON block the script reads (never runs).
+
+    Without them the page loaded empty and asked for both, so the first item came a few hundred ms after
+    the page: a reviewer (or a script) acting at once found nothing to label. If the window cannot be
+    had now (ClickHouse down), the page comes without it and asks, as before.
+    """
+    initial: dict[str, Any] = {"session": _session_of(request)}
+    try:
+        initial["window"] = await request.app[SERVICE].window(_reviewer_checked(request), FIRST_WINDOW)
+    except Exception:  # the page still loads; its script asks for the items and says what failed
+        log.warning("the review page's first items could not be read", exc_info=True)
+    # "<" escaped: no text in the data can close the script element or open a comment
+    block = json.dumps(initial).replace("<", "\\u003c")
+    page = (
+        (STATIC / "review.html")
+        .read_text()
+        .replace("</head>", f'<script id="initial" type="application/json">{block}</script>\n</head>', 1)
     )
+    return web.Response(text=page, content_type="text/html")
 
 
 async def items(request: web.Request) -> web.Response:

@@ -158,17 +158,31 @@ function render() {
   $("reviewer").textContent = state.session.reviewer;
 }
 
+// A window of items from the server (the API's, or the one the page came with): the current item stays put.
+function show(window) {
+  const current = state.queue[0];
+  const fresh = window.items.filter((item) => !state.gone.has(key(item)));
+  const keep = current && fresh.find((item) => key(item) === key(current));
+  state.queue = keep ? [keep, ...fresh.filter((item) => item !== keep)] : fresh;
+  state.counts = window.counts;
+  render();
+}
+
+// The session and first items the server put in the page (a JSON block, never run as script): the first
+// item is on screen as the page loads, without waiting for two more requests.
+function initial() {
+  const block = document.getElementById("initial");
+  try {
+    return block ? JSON.parse(block.textContent) : null;
+  } catch (error) {
+    return null;
+  }
+}
+
 async function refill() {
   if (state.refilling) return state.refilling;
   const params = new URLSearchParams({ n: WINDOW, brand: state.filters.brand, label: state.filters.label });
-  state.refilling = api(`/review/api/items?${params}`).then((window) => {
-    const current = state.queue[0];
-    const fresh = window.items.filter((item) => !state.gone.has(key(item)));
-    const keep = current && fresh.find((item) => key(item) === key(current));
-    state.queue = keep ? [keep, ...fresh.filter((item) => item !== keep)] : fresh;
-    state.counts = window.counts;
-    render();
-  }).catch((error) => {
+  state.refilling = api(`/review/api/items?${params}`).then(show).catch((error) => {
     if (error.status === 401 || error.status === 403) location.reload(); // session over: the sign-in page
     else toast(`could not load items: ${error.message}`, true);
   }).finally(() => { state.refilling = null; });
@@ -246,16 +260,22 @@ function onFilter() {
 }
 
 async function start() {
-  try {
-    state.session = await api("/review/api/session");
-  } catch (error) {
-    location.reload();
-    return;
+  const given = initial();
+  if (given && given.session) {
+    state.session = given.session;
+  } else {
+    try {
+      state.session = await api("/review/api/session");
+    } catch (error) {
+      location.reload();
+      return;
+    }
   }
   document.addEventListener("keydown", onKey);
   $("brand").addEventListener("change", onFilter);
   $("label-filter").addEventListener("change", onFilter);
-  await refill();
+  if (given && given.window) show(given.window);
+  else await refill();
   setInterval(refill, REFRESH_MS);
 }
 
