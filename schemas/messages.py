@@ -215,7 +215,7 @@ class DeadLetter(BaseModel):
             value=None if value is None else bytes(value[:DEAD_LETTER_VALUE_MAX_BYTES]),
             value_length=value_length,
             value_sha256=value_sha256,
-            error=error if len(error) <= DEAD_LETTER_ERROR_MAX_CHARS else error[:DEAD_LETTER_ERROR_MAX_CHARS] + "...",
+            error=_storable(error),
         )
 
     @property
@@ -223,6 +223,14 @@ class DeadLetter(BaseModel):
         """What identifies the failed record: its topic, partition and offset. The dead-letter topic is
         keyed by it, so compaction and any consumer collapse the repeats that re-delivery sends."""
         return f"{self.topic}/{self.partition}/{self.offset}".encode()
+
+
+def _storable(error: str) -> str:
+    """An error message any store takes: its first 4,096 characters, a lone surrogate (an exception quoting
+    text that was never valid) written as its escape, so the dead letter itself can never be refused."""
+    if not error.isascii():
+        error = error.encode("utf-8", "backslashreplace").decode("utf-8")
+    return error if len(error) <= DEAD_LETTER_ERROR_MAX_CHARS else error[:DEAD_LETTER_ERROR_MAX_CHARS] + "..."
 
 
 def describe_errors(exc: ValidationError) -> str:

@@ -140,3 +140,9 @@ def test_a_review_record_with_a_long_text_carries_its_start_and_says_what_was_cu
     assert len(bounded.model_dump_json()) < 1_000_000  # under the producer's max.request.size
     short = item.model_copy(update={"tweet": Tweet(id="r", text="short")})
     assert short.bounded() is short
+
+
+def test_a_dead_letter_error_quoting_a_lone_surrogate_can_still_be_stored_and_sent() -> None:
+    letter = DeadLetter.of("tweets", 0, 1, None, b"x", "the model could not score 'a \ud800 b'" + "!" * 5000)
+    assert letter.error.encode("utf-8") and "\\ud800" in letter.error and len(letter.error) == 4096 + 3
+    assert DeadLetter.model_validate_json(letter.model_dump_json()) == letter
