@@ -177,8 +177,11 @@ def test_the_scorer_waits_when_max_queued_batches_wait_for_the_writer() -> None:
         await pipeline.written()
 
     asyncio.run(run())
-    # c could only be queued once the writer took b, and d scored only once c left the scorer
-    assert clock.at("write b start") <= clock.at("score d")
+    # c could only be queued once the writer took b (after it finished a), and d scored only once c left
+    # the scorer. ("write b start" is marked on the writer's thread, which may start a moment after the
+    # writer took b: after the end of a is the moment that is ordered.) With room for 4, d would be
+    # scored 0.05 s after c, long before a's 0.3 s write ends.
+    assert clock.at("write a end") <= clock.at("score d")
     assert sink.inserts == ["a", "b", "c", "d"]  # one waiting at a time: none to share an insert with
     assert acked == [f"{name}-{i}" for name in "abcd" for i in range(3)]
 
