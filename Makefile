@@ -58,7 +58,7 @@ $(KCAT):
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kcat >/dev/null
 
 # Two processes, each taking whole files (--dist loadfile: a file's fixtures, its broker and its worker
-# processes stay in one process): 409 s instead of 693 s for the same 898 tests on this 2-core machine.
+# processes stay in one process): 389-431 s instead of 693 s for the same ~900 tests on this 2-core machine.
 test: lint $(CHROMEDRIVER) $(DOCKER_COMPOSE) $(KCAT)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -n 2 --dist loadfile
 
