@@ -134,6 +134,8 @@ def export_training_labels(dsn: str, path: Path) -> int:
     chDB writes the file itself (``INTO OUTFILE``: nothing held in memory); from a server the result is
     streamed to the file in chunks. Either way the file is checked to be whole Parquet before it counts.
     """
+    from clickhouse_connect.driver.binding import format_query_value
+
     from stream.review.queue import TRAINING_LABELS_WITH_IDS
 
     statement = TRAINING_LABELS_WITH_IDS.strip().rstrip(";")
@@ -141,7 +143,7 @@ def export_training_labels(dsn: str, path: Path) -> int:
     client = trusted_client(dsn)
     try:
         if dsn.startswith("chdb:"):
-            client.command(f"{statement}\nINTO OUTFILE {_sql_string(str(path))} TRUNCATE FORMAT Parquet")
+            client.command(f"{statement}\nINTO OUTFILE {format_query_value(str(path))} TRUNCATE FORMAT Parquet")
         else:
             stream = client.raw_stream(statement, fmt="Parquet")
             try:
@@ -182,7 +184,3 @@ def parquet_rows(path: Path) -> int:
         raise
     except Exception as exc:  # pyarrow's ArrowInvalid: no footer, a truncated file
         raise SqlError(f"{path}: the labels snapshot is not whole Parquet ({exc})") from None
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

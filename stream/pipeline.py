@@ -25,6 +25,7 @@ broker down): the stage that fails retries its batch with back-off, never commit
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -47,7 +48,11 @@ log = logging.getLogger("emostream.worker")
 T = TypeVar("T")
 STOP_POLL_SECONDS = 0.1
 MAX_QUEUED_BATCHES = 4  # scored batches waiting for the writer, and so the most that share one insert
-STAGE_NAMES = {"score": "scoring a batch", "write": "ClickHouse write of a batch"}
+STAGE_NAMES = {  # the stages of stream.metrics.STAGES, as the log says them
+    "score": "scoring a batch",
+    "write": "ClickHouse write of a batch",
+    "send": "sending a batch's review and dead-letter records",
+}
 RETRY_FIRST_DELAY, RETRY_MAX_DELAY = 0.5, 30.0  # seconds between tries of a failing batch: doubling, capped
 
 
@@ -181,7 +186,8 @@ class BatchPipeline:
         started = time.perf_counter()
         # The scorer turns every record into a score or a dead letter, so what it raises is the model
         # failing on any text (an outage: out of memory, a lost GPU): the batch waits and is tried again.
-        result = await retry_until_done(self.parts, "score", self.parts.scorer.score, records)
+        score = functools.partial(self.parts.run_blocking, self.parts.scorer.score, records)
+        result = await retry_until_done(self.parts, "score", score)
         scored = ScoredBatch(events, result, time.perf_counter() - started, waited)
         self._raise_if_writer_failed()
         while len(self.queued) >= self.max_queued:  # the writer is this far behind: wait for it
@@ -245,7 +251,8 @@ class BatchPipeline:
             dead_letters=[letter for batch in batches for letter in batch.result.dead_letters],
         )
         started = time.perf_counter()
-        written_rows = await retry_until_done(parts, "write", write_isolating, parts.sink, rows, executor=parts.writer)
+        write = functools.partial(parts.run_blocking, write_isolating, parts.sink, rows, executor=parts.writer)
+        written_rows = await retry_until_done(parts, "write", write)
         written, written_at = time.perf_counter(), time.time()
         await self._send(written_rows.reviews, written_rows.dead_letters)
         sent = time.perf_counter()
@@ -286,49 +293,35 @@ class BatchPipeline:
     async def _send(self, reviews: Sequence[ReviewItem], letters: Sequence[DeadLetter]) -> None:
         """The review and dead-letter records, each resolved once the broker has it (acks=all); retried while
         the broker refuses them (the records are keyed, and side outputs are at-least-once anyway)."""
-        parts, delay = self.parts, RETRY_FIRST_DELAY
-        while True:
-            try:
-                deliveries = [await self.review.send(key=i.tweet.id.encode(), value=i.bounded()) for i in reviews]
-                deliveries += [await self.dead_letters.send(key=d.source_key, value=d) for d in letters]
-                await parts.unless_stopping(asyncio.gather(*deliveries))
-                parts.metrics.health.succeeded("send")
-                return
-            except StopRequested:
-                raise
-            except Exception as exc:
-                parts.metrics.health.failed("send", describe(exc))
-                log.warning(
-                    "sending %d review and dead-letter records failed (%s); retrying in %.1f s",
-                    len(reviews) + len(letters),
-                    describe(exc),
-                    delay,
-                )
-                await parts.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_DELAY)
+
+        async def send_all() -> None:
+            deliveries = [await self.review.send(key=i.tweet.id.encode(), value=i.bounded()) for i in reviews]
+            deliveries += [await self.dead_letters.send(key=d.source_key, value=d) for d in letters]
+            await self.parts.unless_stopping(asyncio.gather(*deliveries))
+
+        await retry_until_done(self.parts, "send", send_all)
 
 
-async def retry_until_done(
-    parts: WorkerParts, stage: str, fn: Callable[..., T], *args: Any, executor: Executor | None = None
-) -> T:
-    """``fn(*args)`` on a worker thread, tried again with back-off for as long as it fails.
+async def retry_until_done(parts: WorkerParts, stage: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()``, tried again with back-off for as long as it fails.
 
-    What fails here is an outage (ClickHouse or the model down; errors about a record's data never get
-    this far: they are dead letters), so the worker neither drops the batch nor commits past it: it waits,
-    recovers by itself, and meanwhile ``parts.metrics.health`` says which stage fails, since when and why
-    (``/readyz``, ``/metrics``). A stop request ends the wait (StopRequested); the batch stays uncommitted.
+    What fails here is an outage (the model, ClickHouse or the broker down; errors about a record's data
+    never get this far: they are dead letters), so the worker neither drops the batch nor commits past
+    it: it waits, recovers by itself, and meanwhile ``parts.metrics.health`` says which stage fails, since
+    when and why (``/readyz``, ``/metrics``). A stop request ends the wait (StopRequested); the batch
+    stays uncommitted.
     """
     delay = RETRY_FIRST_DELAY
     while True:
         try:
-            done = await parts.run_blocking(fn, *args, executor=executor)
+            done = await attempt()
             parts.metrics.health.succeeded(stage)
             return done
         except StopRequested:
             raise
         except Exception as exc:
             parts.metrics.health.failed(stage, describe(exc))
-            log.warning("%s failed (%s); retrying in %.1f s", STAGE_NAMES.get(stage, stage), describe(exc), delay)
+            log.warning("%s failed (%s); retrying in %.1f s", STAGE_NAMES[stage], describe(exc), delay)
             await parts.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_DELAY)
 

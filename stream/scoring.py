@@ -15,6 +15,7 @@ import numpy as np
 
 from model.runtime import ScoringRuntime
 from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet
+from stream.isolation import failing_alone
 from stream.records import DEFAULT_LIMITS, ConsumedRecord, RawRecord, RecordLimits, dead_letter, parse_tweet
 from stream.review_policy import ReviewPolicy
 
@@ -119,23 +120,15 @@ def predict_isolating(model: ScoringRuntime, texts: Sequence[str]) -> tuple[np.n
         log.warning("the model gave non-finite probabilities for %d of %d texts", len(nonfinite), len(texts))
         return probabilities, nonfinite
     probabilities = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
-    refused: dict[int, str] = {}
 
     def attempt(indices: list[int]) -> None:
-        try:
-            scored = model.predict_proba([texts[i] for i in indices])
-            if not np.isfinite(scored).all():
-                raise ValueError("the model returned non-finite probabilities")
-            probabilities[indices] = scored
-        except Exception as exc:
-            if len(indices) == 1:
-                refused[indices[0]] = f"{type(exc).__name__}: {exc}"
-                return
-            middle = len(indices) // 2
-            attempt(indices[:middle])
-            attempt(indices[middle:])
+        scored = model.predict_proba([texts[i] for i in indices])
+        if not np.isfinite(scored).all():
+            raise ValueError("the model returned non-finite probabilities")
+        probabilities[indices] = scored
 
-    attempt(list(range(len(texts))))
+    failed = failing_alone(range(len(texts)), attempt)
+    refused = {i: f"{type(exc).__name__}: {exc}" for i, exc in failed.items()}
     log.warning(
         "the model refused %d of %d texts in a batch: %s", len(refused), len(texts), next(iter(refused.values()), "")
     )

@@ -35,6 +35,7 @@ from typing import Protocol
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from schemas import DeadLetter, EmotionScore, ReviewItem
+from stream.isolation import failing_alone
 from stream.records import ConsumedRecord, dead_letter
 
 log = logging.getLogger("emostream.worker")
@@ -129,23 +130,13 @@ def write_isolating(sink: RowWriter, rows: Rows) -> Rows:
         )
     if rows.dead_letters:
         sink.write((), rows.dead_letters, ())
-    refused: dict[int, str] = {}
 
     def attempt(indices: list[int]) -> None:
         part = rows.of_scores(indices)
-        try:
-            sink.write(part.scores, (), part.reviews)
-        except Exception as exc:
-            if not is_data_error(exc):
-                raise
-            if len(indices) == 1:
-                refused[indices[0]] = describe(exc)
-                return
-            middle = len(indices) // 2
-            attempt(indices[:middle])
-            attempt(indices[middle:])
+        sink.write(part.scores, (), part.reviews)
 
-    attempt(list(range(len(rows.scores))))
+    failed = failing_alone(range(len(rows.scores)), attempt, is_data_error)
+    refused = {i: describe(exc) for i, exc in failed.items()}
     if len(refused) == len(rows.scores) > 1:
         # Rows that passed validation all refused alike: the table refuses them (a constraint or a type
         # changed under the worker), which an operator mends; dead letters would empty the stream into the DLQ.
