@@ -9,7 +9,7 @@ time is Faust's own per-record path. (The worker acks in its writer task, while 
 next batch, so a draining worker can come out slightly above this figure.)
 
 Each run measures two apps on the same backlog size: stock ``faust.App`` (``faust_only_tps``) and the
-worker's ``EagerDeliveryApp`` (``faust_eager_tps``, see ``stream/eager_delivery.py``), whose consumer hands
+worker's ``EagerDeliveryApp`` (``faust_eager_tps``, see ``stream/kafka/eager_delivery.py``), whose consumer hands
 a record to its stream without four asyncio tasks per record.
 
 The records are in the topic before the app starts (a backlog, as in ``machinery_tps``); timed from
@@ -38,20 +38,19 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from schemas.settings import load_settings  # noqa: E402
-from stream.broker import EmbeddedBroker  # noqa: E402
-from stream.ingest import produce, replay_tweets  # noqa: E402
-from stream.topics import ensure_topics  # noqa: E402
-from trainer.data import load_emotion  # noqa: E402
+from emostream.schemas.settings import load_settings  # noqa: E402
+from emostream.stream.kafka.broker import EmbeddedBroker  # noqa: E402
+from emostream.stream.kafka.ingest import produce, replay_tweets  # noqa: E402
+from emostream.stream.kafka.topics import ensure_topics  # noqa: E402
+from emostream.trainer.data import load_emotion  # noqa: E402
 
 
 def serve(bootstrap: str, topic: str, n: int, batch: int, result: Path, datadir: Path, eager: bool) -> None:
     """The app: take batches like the worker's agent, ack them, write the seconds taken once ``n`` are in."""
     import faust
-
-    from stream.app import STREAM_BUFFER_EVENTS, limit_fetch_wait
-    from stream.eager_delivery import EagerDeliveryApp
-    from stream.worker import use_event_loop
+    from emostream.stream.kafka.eager_delivery import EagerDeliveryApp
+    from emostream.stream.worker.app import STREAM_BUFFER_EVENTS, limit_fetch_wait
+    from emostream.stream.worker.process import use_event_loop
 
     settings = load_settings()
     use_event_loop(settings.event_loop)  # the worker's loop (EMOSTREAM_EVENT_LOOP=asyncio for asyncio's own)

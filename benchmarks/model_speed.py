@@ -30,9 +30,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from model.registry import ModelRegistry  # noqa: E402
-from model.runtime import ScoringRuntime, load_runtime, resolve_device  # noqa: E402
-from schemas.settings import load_settings  # noqa: E402
+from emostream.model.registry import ModelRegistry  # noqa: E402
+from emostream.model.runtime import ScoringRuntime, load_runtime, resolve_device  # noqa: E402
+from emostream.schemas.settings import load_settings  # noqa: E402
 
 
 def rate(work: object, texts: Sequence[str], batch: int) -> float:
@@ -62,7 +62,7 @@ def load_texts(path: Path | None, n: int) -> list[str]:
     if path is not None:
         texts = json.loads(path.read_text())
     else:
-        from trainer.data import load_emotion
+        from emostream.trainer.data import load_emotion
 
         texts = list(load_emotion(load_settings().data)["test"]["text"])
     return [texts[i % len(texts)] for i in range(n)]

@@ -45,12 +45,13 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from emostream.model.registry import ModelRegistry  # noqa: E402
+from emostream.schemas import LABELS, Tweet  # noqa: E402
+from emostream.stream.discovery import broker_file  # noqa: E402
+from emostream.stream.kafka.ingest import produce  # noqa: E402
+from emostream.stream.web.endpoint import Endpoint  # noqa: E402
+
 from emostream.demo import _stop, _wait_for_stack  # noqa: E402
-from model.registry import ModelRegistry  # noqa: E402
-from schemas import LABELS, Tweet  # noqa: E402
-from stream.endpoint import Endpoint  # noqa: E402
-from stream.ingest import produce  # noqa: E402
-from stream.state import broker_file  # noqa: E402
 
 WASSA = ROOT.parent / "shared" / "data" / "wassa2017"
 WASSA_LABELS = ("anger", "fear", "joy", "sadness")

@@ -49,16 +49,17 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from emostream.model.registry import ModelRegistry  # noqa: E402
+from emostream.model.runtime import FIXED_RUNTIME, EmotionModel, ScoringRuntime, load_runtime  # noqa: E402
+from emostream.schemas.settings import load_settings  # noqa: E402
+from emostream.stream.discovery import endpoint_file, read_state  # noqa: E402
+from emostream.stream.kafka.broker import EmbeddedBroker  # noqa: E402
+from emostream.stream.kafka.ingest import produce  # noqa: E402
+from emostream.stream.kafka.topics import ensure_topics  # noqa: E402
+from emostream.stream.web.endpoint import Endpoint  # noqa: E402
+from emostream.trainer.data import load_emotion  # noqa: E402
+
 from benchmarks.model_speed import rate  # noqa: E402
-from model.registry import ModelRegistry  # noqa: E402
-from model.runtime import FIXED_RUNTIME, EmotionModel, ScoringRuntime, load_runtime  # noqa: E402
-from schemas.settings import load_settings  # noqa: E402
-from stream.broker import EmbeddedBroker  # noqa: E402
-from stream.endpoint import Endpoint  # noqa: E402
-from stream.ingest import produce  # noqa: E402
-from stream.state import endpoint_file, read_state  # noqa: E402
-from stream.topics import ensure_topics  # noqa: E402
-from trainer.data import load_emotion  # noqa: E402
 
 console = Console(stderr=True)
 
@@ -159,7 +160,7 @@ class Worker:
 
 
 def send(bootstrap: str, topic: str, texts: list[str], prefix: str, rate: float = 0.0) -> None:
-    from stream.ingest import replay_tweets
+    from emostream.stream.kafka.ingest import replay_tweets
 
     tweets = ((i, t) for i, t in enumerate(replay_tweets(texts, "test", ["acme", "globex"], prefix), 1))
     asyncio.run(produce(bootstrap, topic, tweets, rate=rate, progress=False))

@@ -17,14 +17,14 @@ from emostream.console import err, literal
 
 # Exceptions that mean "what was asked for cannot be done": one line on stderr, exit 2, no traceback.
 USER_ERRORS = {  # module: (exception, what to put before its message)
-    "trainer.data": ("DataError", ""),
-    "model.registry": ("RegistryError", ""),
-    "stream.state": ("NoBrokerError", ""),
-    "stream.sql": ("SqlError", "ClickHouse: "),
-    "stream.sink": ("SchemaError", ""),
-    "stream.trends": ("TrendsError", ""),
-    "trainer.retrain": ("RetrainError", ""),
-    "stream.review.simulate": ("SimulationError", ""),
+    "emostream.trainer.data": ("DataError", ""),
+    "emostream.model.registry": ("RegistryError", ""),
+    "emostream.stream.discovery": ("NoBrokerError", ""),
+    "emostream.stream.clickhouse.sql": ("SqlError", "ClickHouse: "),
+    "emostream.stream.clickhouse.sink": ("SchemaError", ""),
+    "emostream.stream.clickhouse.trends": ("TrendsError", ""),
+    "emostream.trainer.retrain": ("RetrainError", ""),
+    "emostream.stream.review.simulate": ("SimulationError", ""),
 }
 
 
@@ -49,7 +49,7 @@ def main() -> None:
         if kafka_errors is not None and isinstance(exc, kafka_errors.KafkaConnectionError):
             message = f"cannot reach Kafka: {exc} (check EMOSTREAM_KAFKA_BOOTSTRAP)"
         elif isinstance(exc, ValidationError):
-            from schemas import describe_errors
+            from emostream.schemas import describe_errors
 
             message = f"invalid setting: {describe_errors(exc)}"
         elif (user_message := user_error_message(exc)) is not None:

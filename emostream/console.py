@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from schemas.text import escape_control
+from emostream.schemas.text import escape_control
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -22,9 +22,9 @@ from rich.text import Text
 from tqdm.auto import tqdm
 
 from emostream.console import err, out, table
-from schemas import LABELS
-from schemas.settings import Settings
-from stream.endpoint import Endpoint
+from emostream.schemas import LABELS
+from emostream.schemas.settings import Settings
+from emostream.stream.web.endpoint import Endpoint
 
 REVIEW_URL = re.compile(r"review page: (http://\S+)")
 DEMO_TWEETS = 2000
@@ -37,12 +37,12 @@ MALFORMED = (b"not json at all", b'{"id": "demo-bad-1"}', b'{"id": "demo-bad-2",
 
 
 def run_demo(settings: Settings, train: Callable[[], None], keep_open: bool = False) -> None:
-    from model.registry import ModelRegistry
-    from stream.ingest import produce, replay_tweets
-    from stream.sink import chdb_path
-    from stream.state import broker_file
-    from trainer.data import load_emotion
-    from trainer.finetune import display_name
+    from emostream.model.registry import ModelRegistry
+    from emostream.stream.clickhouse.sink import chdb_path
+    from emostream.stream.discovery import broker_file
+    from emostream.stream.kafka.ingest import produce, replay_tweets
+    from emostream.trainer.data import load_emotion
+    from emostream.trainer.finetune import display_name
 
     if settings.clickhouse_dsn or settings.kafka_bootstrap:
         err.print("note: the demo runs on the embedded defaults; EMOSTREAM_KAFKA_BOOTSTRAP/CLICKHOUSE_DSN are ignored")
@@ -109,7 +109,7 @@ def run_demo(settings: Settings, train: Callable[[], None], keep_open: bool = Fa
 def _wait_for_stack(
     stack: subprocess.Popen, data_dir: Path, broker: Path, log_path: Path, timeout: float = 180.0
 ) -> tuple[Endpoint, str]:
-    from stream.state import endpoint_file, read_state
+    from emostream.stream.discovery import endpoint_file, read_state
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -191,7 +191,7 @@ def _simulate_reviewers(endpoint: Endpoint, home: Path, tweet_ids: list[str], go
     through the review API a person's page uses, so the labels land where people's do."""
     import csv
 
-    from stream.review.simulate import Answers, ReviewClient, simulate
+    from emostream.stream.review.simulate import Answers, ReviewClient, simulate
 
     answers = home / "demo-answers.csv"
     with answers.open("w", newline="", encoding="utf-8") as handle:
@@ -208,7 +208,7 @@ def _simulate_reviewers(endpoint: Endpoint, home: Path, tweet_ids: list[str], go
 
 def _print_review(endpoint: Endpoint, log_path: Path, keep_open: bool) -> None:
     """How many items wait for a person, and where the page that shows them is."""
-    from stream.review.queue import PENDING_COUNT
+    from emostream.stream.review.queue import PENDING_COUNT
 
     pending = int(endpoint.sql(PENDING_COUNT).rows[0][0])
     match = REVIEW_URL.search(log_path.read_text(errors="replace"))

@@ -21,11 +21,11 @@ import typer
 
 from emostream.cli_common import Data, Dsn, Home, Registry, UsageError, app, setting, settings_from
 from emostream.console import err, literal, out, table
+from emostream.schemas.settings import Settings
 from emostream.streaming_commands import review_app
-from schemas.settings import Settings
 
 if TYPE_CHECKING:
-    from stream.endpoint import Endpoint
+    from emostream.stream.web.endpoint import Endpoint
 
 LOCK_FILE = ".retrain.lock"
 
@@ -54,8 +54,8 @@ def one_round_at_a_time(registry: Path, wait: bool) -> Iterator[None]:
 
 def _labels_source(settings: Settings) -> tuple[str, Endpoint | None]:
     """The writer's DSN, and the running `up`'s endpoint when one owns its chDB directory (else None)."""
-    from stream.endpoint import Endpoint
-    from stream.sink import chdb_path
+    from emostream.stream.clickhouse.sink import chdb_path
+    from emostream.stream.web.endpoint import Endpoint
 
     dsn = settings.resolved_clickhouse_dsn()
     directory = chdb_path(dsn)
@@ -73,7 +73,7 @@ def export_labels(settings: Settings, path: Path) -> int:
     Trusted, not user SQL: through the running `up`'s ``/labels`` route (it owns the chDB directory), or a
     client of our own on the writer's DSN (no `up`, or a ClickHouse server). No row limit applies.
     """
-    from stream.endpoint import export_training_labels
+    from emostream.stream.web.endpoint import export_training_labels
 
     dsn, endpoint = _labels_source(settings)
     return endpoint.training_labels(path) if endpoint is not None else export_training_labels(dsn, path)
@@ -87,7 +87,7 @@ def export_snapshot(settings: Settings, directory: Path) -> tuple[Path, int]:
 
 def count_labels(settings: Settings) -> int:
     """The rows a snapshot would have now, the same trusted way."""
-    from stream.endpoint import count_training_labels
+    from emostream.stream.web.endpoint import count_training_labels
 
     dsn, endpoint = _labels_source(settings)
     return endpoint.count_training_labels() if endpoint is not None else count_training_labels(dsn)
@@ -123,9 +123,9 @@ def write_labels_csv(snapshot: Path, handle: IO[str], with_ids: bool) -> int:
 
 def run_round(settings: Settings, labels_file: Path | None) -> Any:
     """Snapshot the labels (unless a file is given), train, judge, publish; print what was decided."""
-    from model.registry import ModelRegistry
-    from trainer.data import ColumnMap, load_emotion
-    from trainer.retrain import RetrainPolicy, retrain
+    from emostream.model.registry import ModelRegistry
+    from emostream.trainer.data import ColumnMap, load_emotion
+    from emostream.trainer.retrain import RetrainPolicy, retrain
 
     policy = RetrainPolicy(
         holdout=settings.retrain_holdout,
@@ -231,9 +231,9 @@ def watch_labels(settings: Settings, interval: float, sleep: Any = time.sleep) -
     outage) is tried again once the label count has changed; an outage (ClickHouse, the endpoint, the
     disk) after the interval. Ctrl-C (KeyboardInterrupt) stops it.
     """
-    from model.registry import ModelRegistry
-    from stream.sql import SqlError
-    from trainer.retrain import labels_since_last_round
+    from emostream.model.registry import ModelRegistry
+    from emostream.stream.clickhouse.sql import SqlError
+    from emostream.trainer.retrain import labels_since_last_round
 
     registry = ModelRegistry(settings.registry)
     err.print(
@@ -270,10 +270,10 @@ def _watch_warning(what: str, exc: Exception, then: str) -> None:
     """One line on stderr; the exception's text (ClickHouse's, a file's) printed literally, never as markup."""
     from rich.text import Text
 
-    from model.registry import RegistryError
-    from stream.sql import SqlError
-    from trainer.data import DataError
-    from trainer.retrain import RetrainError
+    from emostream.model.registry import RegistryError
+    from emostream.stream.clickhouse.sql import SqlError
+    from emostream.trainer.data import DataError
+    from emostream.trainer.retrain import RetrainError
 
     known = isinstance(exc, DataError | RetrainError | SqlError | UsageError | RegistryError)
     message = str(exc) if known else f"{type(exc).__name__}: {exc}"
@@ -284,8 +284,8 @@ def _watch_warning(what: str, exc: Exception, then: str) -> None:
 
 def _review_service(settings: Settings, url: str | None) -> tuple[str, str]:
     """The review API's address and a credential: given, or the running `up`'s (embedded mode)."""
-    from stream.endpoint import Endpoint
-    from stream.sink import chdb_path
+    from emostream.stream.clickhouse.sink import chdb_path
+    from emostream.stream.web.endpoint import Endpoint
 
     secret = settings.review_token or settings.web_token
     if url is not None:
@@ -326,8 +326,8 @@ def simulate(
     gold labels, through the same authenticated HTTP API the page uses; items the file does not know are
     skipped. The labels land like people's: on tweets.labels and in review_labels, under the reviewer
     name the server binds to the credential."""
-    from stream.review.simulate import Answers, ReviewClient
-    from stream.review.simulate import simulate as run_simulation
+    from emostream.stream.review.simulate import Answers, ReviewClient
+    from emostream.stream.review.simulate import simulate as run_simulation
 
     settings = settings_from(locals())
     known = Answers.read(answers)

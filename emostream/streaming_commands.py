@@ -25,18 +25,18 @@ from emostream.cli_common import (
     settings_from,
 )
 from emostream.console import err, out, table
-from schemas import LABELS
-from schemas.settings import Settings, load_settings
-from schemas.text import escape_control
+from emostream.schemas import LABELS
+from emostream.schemas.settings import Settings, load_settings
+from emostream.schemas.text import escape_control
 
 if TYPE_CHECKING:
-    from stream.sql import SqlResult
+    from emostream.stream.clickhouse.sql import SqlResult
 
 Bootstrap = Annotated[str | None, setting("kafka_bootstrap")]
 
 
 def configure_logging() -> None:
-    from stream.worker import LOGGING_CONFIG
+    from emostream.stream.worker.process import LOGGING_CONFIG
 
     logging.config.dictConfig(LOGGING_CONFIG)
 
@@ -49,7 +49,7 @@ def broker(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
 ) -> None:
     """Run the embedded Kafka-protocol broker (tansu) until stopped. It keeps everything in memory."""
-    from stream.broker import tansu_command
+    from emostream.stream.kafka.broker import tansu_command
 
     if port is None:
         bootstrap = load_settings().kafka_bootstrap
@@ -109,8 +109,8 @@ SERVING_FIELDS = (
 @settings_command(SERVING_FIELDS)
 def worker(settings: Settings) -> None:
     """Score tweets from a running Kafka into ClickHouse (join more workers to share the partitions)."""
-    from stream.state import resolve_bootstrap
-    from stream.worker import run_worker
+    from emostream.stream.discovery import resolve_bootstrap
+    from emostream.stream.worker.process import run_worker
 
     configure_logging()
     raise typer.Exit(run_worker(settings, resolve_bootstrap(settings.kafka_bootstrap, settings.home)))
@@ -123,10 +123,10 @@ PAGE_FIELDS = ("review_token", "reviewer", "review_lease", "session_hours", "top
 @settings_command((*SERVING_FIELDS, *PAGE_FIELDS))
 def up(settings: Settings) -> None:
     """The embedded stack: broker (unless a bootstrap is configured), worker and web endpoint. Ctrl-C stops all."""
-    from stream.broker import EmbeddedBroker
-    from stream.shutdown import Shutdown
-    from stream.state import broker_file, remove_state, write_state
-    from stream.worker import run_worker
+    from emostream.stream.discovery import broker_file, remove_state, write_state
+    from emostream.stream.kafka.broker import EmbeddedBroker
+    from emostream.stream.worker.process import run_worker
+    from emostream.stream.worker.shutdown import Shutdown
 
     configure_logging()
     shutdown = Shutdown(settings.shutdown_timeout)
@@ -176,10 +176,10 @@ def review(settings: Settings) -> None:
     elsewhere. Prints the page's URL (with a generated token unless EMOSTREAM_REVIEW_TOKEN is set).
     `emostream review simulate` answers the queue from a file of gold labels instead of people.
     """
-    from stream.endpoint import Endpoint
-    from stream.review.server import serve_review
-    from stream.sink import chdb_path
-    from stream.state import resolve_bootstrap
+    from emostream.stream.clickhouse.sink import chdb_path
+    from emostream.stream.discovery import resolve_bootstrap
+    from emostream.stream.review.server import serve_review
+    from emostream.stream.web.endpoint import Endpoint
 
     directory = chdb_path(settings.resolved_clickhouse_dsn())
     if directory is not None and Endpoint.find(directory) is not None:
@@ -216,8 +216,8 @@ def ingest(
     """Send tweets to the input topic: idempotent producer, acks=all, progress bar, counts at the end."""
     import asyncio
 
-    from stream.ingest import FieldMap, IngestError, produce, read_tweets, replay_tweets
-    from stream.state import resolve_bootstrap
+    from emostream.stream.discovery import resolve_bootstrap
+    from emostream.stream.kafka.ingest import FieldMap, IngestError, produce, read_tweets, replay_tweets
 
     if on_error not in ("skip", "fail"):
         raise UsageError(f"--on-error must be skip or fail, not {on_error!r}")
@@ -226,7 +226,7 @@ def ingest(
     settings = load_settings(data=data, kafka_bootstrap=kafka_bootstrap, home=home, topic_tweets=topic)
     bootstrap = resolve_bootstrap(settings.kafka_bootstrap, settings.home)
     if replay is not None:
-        from trainer.data import load_emotion
+        from emostream.trainer.data import load_emotion
 
         if replay not in ("train", "validation", "test"):
             raise UsageError(f"--replay must be train, validation or test, not {replay!r}")
@@ -287,8 +287,8 @@ def sql(
 
 def run_sql(settings: Settings, statement: str) -> SqlResult:
     """Through the running worker's endpoint when it owns the chDB directory, else with a client of our own."""
-    from stream.endpoint import Endpoint
-    from stream.sink import chdb_path
+    from emostream.stream.clickhouse.sink import chdb_path
+    from emostream.stream.web.endpoint import Endpoint
 
     directory = chdb_path(settings.resolved_query_dsn())
     endpoint = Endpoint.find(directory) if directory else None
@@ -298,7 +298,7 @@ def run_sql(settings: Settings, statement: str) -> SqlResult:
         raise UsageError(
             f"{directory}: no ClickHouse data here yet; start `emostream up` or set EMOSTREAM_CLICKHOUSE_DSN"
         )
-    from stream.sql import ReadOnlySql
+    from emostream.stream.clickhouse.sql import ReadOnlySql
 
     client = ReadOnlySql(settings)
     try:
@@ -370,7 +370,7 @@ def trends(
     home: Home = None,
 ) -> None:
     """The share of each emotion per time bucket, from the rollup that follows emotion_scores as it fills."""
-    from stream.trends import Trends, parse_duration
+    from emostream.stream.clickhouse.trends import Trends, parse_duration
 
     settings = load_settings(clickhouse_dsn=clickhouse_dsn, clickhouse_query_dsn=clickhouse_query_dsn, home=home)
     seconds = parse_duration(since)

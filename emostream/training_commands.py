@@ -27,18 +27,18 @@ from emostream.cli_common import (
     settings_from,
 )
 from emostream.console import err, frame_table, literal, metrics_table, out, per_class_table, table
-from schemas.settings import Settings, load_settings
+from emostream.schemas.settings import Settings, load_settings
 
 
 def _load_data(settings: Settings):  # -> DatasetDict
-    from trainer.data import ColumnMap, load_emotion
+    from emostream.trainer.data import ColumnMap, load_emotion
 
     err.print(Text.assemble("loading data from ", literal(settings.data, style="bold")))
     return load_emotion(settings.data, ColumnMap(settings.text_column, settings.label_column), settings.seed)
 
 
 def _model_dir(settings: Settings, model: str | None) -> Path:
-    from model.registry import ModelRegistry
+    from emostream.model.registry import ModelRegistry
 
     registry = ModelRegistry(settings.registry)
     if model is None:
@@ -49,7 +49,7 @@ def _model_dir(settings: Settings, model: str | None) -> Path:
 
 
 def _load_model(settings: Settings, model: str | None):  # -> EmotionModel
-    from model.runtime import load_runtime
+    from emostream.model.runtime import load_runtime
 
     return load_runtime(settings, _model_dir(settings, model))
 
@@ -59,7 +59,7 @@ def eda(
     data: Data = None, text_column: TextColumn = None, label_column: LabelColumn = None, reports: Reports = None
 ) -> None:
     """Class distribution and words per tweet: two PNG plots and the same numbers as a table."""
-    from trainer.eda import eda_frame, plot_eda, summary_table
+    from emostream.trainer.eda import eda_frame, plot_eda, summary_table
 
     settings = settings_from(locals())
     frame = eda_frame(_load_data(settings))
@@ -84,7 +84,7 @@ def baseline(
     settings = settings_from(locals())
     import torch
 
-    from trainer.baseline import run_baseline
+    from emostream.trainer.baseline import run_baseline
 
     if pooling not in ("cls", "mean"):
         raise UsageError(f"--pooling must be cls or mean, not {pooling!r}")
@@ -127,9 +127,9 @@ def train(
 ) -> None:
     """Fine-tune end to end with the HF Trainer; write a new registry version. Prints its directory last."""
     settings = settings_from(locals())
-    from model.registry import ModelRegistry
-    from trainer.data import source_files
-    from trainer.finetune import TrainConfig, fine_tune
+    from emostream.model.registry import ModelRegistry
+    from emostream.trainer.data import source_files
+    from emostream.trainer.finetune import TrainConfig, fine_tune
 
     dataset = _load_data(settings)
     config = TrainConfig(
@@ -162,7 +162,7 @@ def train(
 @app.command()
 def models(registry: Registry = None) -> None:
     """List the registry's versions with their metrics; * marks the one serving uses."""
-    from model.registry import ModelRegistry
+    from emostream.model.registry import ModelRegistry
 
     settings = load_settings(registry=registry)
     reg = ModelRegistry(settings.registry)
@@ -216,8 +216,8 @@ def evaluate(
 ) -> None:
     """Accuracy, weighted/macro F1, per-class scores and the confusion matrix of a saved model."""
     settings = settings_from(locals())
-    from trainer.data import ColumnMap, read_rows, to_dataset
-    from trainer.evaluation import evaluate as evaluate_model
+    from emostream.trainer.data import ColumnMap, read_rows, to_dataset
+    from emostream.trainer.evaluation import evaluate as evaluate_model
 
     if split in ("validation", "test", "train"):
         dataset = _load_data(settings)[split]
@@ -232,7 +232,7 @@ def evaluate(
         return
     out.print(metrics_table(f"{runtime.model_dir} on {split}", {split: metrics}))
     out.print(per_class_table("Per class", metrics))
-    from schemas import LABELS
+    from emostream.schemas import LABELS
 
     out.print(
         table(
@@ -255,7 +255,7 @@ def errors(
     device: Device = None,
 ) -> None:
     """Error analysis: the validation examples with the highest and lowest loss, printed and as CSV."""
-    from trainer.evaluation import losses_frame
+    from emostream.trainer.evaluation import losses_frame
 
     settings = settings_from(locals())
     runtime = _load_model(settings, model)
@@ -279,7 +279,7 @@ def predict(
     plot: Annotated[Path | None, typer.Option(help="also draw the class probabilities as a bar chart PNG")] = None,
 ) -> None:
     """All six emotion probabilities per text, as JSON lines."""
-    from model.runtime import score_records
+    from emostream.model.runtime import score_records
 
     settings = load_settings(registry=registry, device=device)
     if not texts:
@@ -291,7 +291,7 @@ def predict(
     for record in records:
         print(json.dumps(record, ensure_ascii=False))
     if plot is not None:
-        from stream.plots import plot_probabilities
+        from emostream.trainer.plots import plot_probabilities
 
         err.print(f"wrote {plot_probabilities(records, plot)}")
 

@@ -28,10 +28,9 @@ from typing import Literal
 
 import numpy as np
 import torch
+from emostream.schemas import LABELS
+from emostream.schemas.settings import Settings
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
-
-from schemas import LABELS
-from schemas.settings import Settings
 
 # Chunks of 16 tweets gain nothing from the tokenizer's own thread pool, which would only contend with
 # the model's threads (and warns after a fork). Users can still set it explicitly.
@@ -221,7 +220,7 @@ class FixedProbabilities(ScoringRuntime):
     and its probability vary, so rows differ and some fall under the review threshold, as real ones do.
     Nothing is loaded but the version's config. Its rows record ``vNNNN+benchmark-fixed`` as their model
     version, so they can never pass for the real version's in ClickHouse, and a real score of the same
-    tweet outranks them in the trends (:func:`model.registry.version_order` puts any such name below
+    tweet outranks them in the trends (:func:`emostream.model.registry.version_order` puts any such name below
     every registry version).
     """
 

@@ -1,12 +1,12 @@
 """Data shapes shared by every part of emostream: the label set and the wire formats of the topics.
 
-The wire models load on first use (``from schemas import Tweet`` works as usual): building pydantic
+The wire models load on first use (``from emostream.schemas import Tweet`` works as usual): building pydantic
 models costs ~30 ms, which commands like ``emostream --help`` never need.
 """
 
 from typing import Any
 
-from schemas.labels import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS, label_id
+from emostream.schemas.labels import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS, label_id
 
 _MESSAGES = {"DeadLetter", "EmotionScore", "NO_EMOTION", "ReviewItem", "ReviewLabel", "Tweet", "describe_errors"}
 
@@ -28,7 +28,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _MESSAGES:
-        from schemas import messages
+        from emostream.schemas import messages
 
         return getattr(messages, name)
-    raise AttributeError(f"module 'schemas' has no attribute {name!r}")
+    raise AttributeError(f"module 'emostream.schemas' has no attribute {name!r}")

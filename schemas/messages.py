@@ -6,6 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Annotated
 
+from emostream.schemas.labels import LABELS
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -16,8 +17,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from schemas.labels import LABELS
 
 NonBlank = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1)]
 # Ids are keys (Kafka, ClickHouse's sorting key, the review page's requests): real ones are short (a

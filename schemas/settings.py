@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     group_id: str = Field("emostream-scorer", description="Kafka consumer group of the workers")
     max_batch: int = Field(512, gt=0, description="tweets per micro-batch (at most)")
     max_wait: float = Field(0.1, gt=0, description="seconds to wait for a micro-batch to fill")
-    # what a record may be: anything else is a dead letter that says why (see stream/records.py)
+    # what a record may be: anything else is a dead letter that says why (see stream/worker/records.py)
     max_record_bytes: int = Field(
         65_536,
         ge=1_024,

@@ -65,7 +65,7 @@ def tiny_model(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real Kafka-protocol broker (tansu) for the session; each test uses topics of its own."""
-    from stream.broker import EmbeddedBroker
+    from emostream.stream.kafka.broker import EmbeddedBroker
 
     with EmbeddedBroker(log_file=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
         yield running.bootstrap

@@ -10,12 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-
-from schemas.settings import Settings
-from stream.app import WorkerParts, create_app
-from stream.eager_delivery import EagerDelivery
-from stream.review_policy import ReviewPolicy
-from stream.scoring import BatchScorer
+from emostream.schemas.settings import Settings
+from emostream.stream.kafka.eager_delivery import EagerDelivery
+from emostream.stream.worker.app import WorkerParts, create_app
+from emostream.stream.worker.review_policy import ReviewPolicy
+from emostream.stream.worker.scoring import BatchScorer
 
 SURE = [0.9, 0.02, 0.02, 0.02, 0.02, 0.02]
 UNSURE = [0.2, 0.4, 0.3, 0.05, 0.03, 0.02]

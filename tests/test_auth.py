@@ -8,9 +8,18 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from stream.auth import ADMIN, REVIEW, Login, Principal, Refusal, RequestGuard, new_token, read_token, write_token
-from stream.sessions import SessionCodec, SessionError, check_reviewer
+from emostream.stream.web.auth import (
+    ADMIN,
+    REVIEW,
+    Login,
+    Principal,
+    Refusal,
+    RequestGuard,
+    new_token,
+    read_token,
+    write_token,
+)
+from emostream.stream.web.sessions import SessionCodec, SessionError, check_reviewer
 
 TOKEN = "t0ken-value"
 

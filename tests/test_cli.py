@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from emostream.model.runtime import EmotionModel, load_runtime
+from emostream.schemas import LABELS
+from emostream.schemas.settings import load_settings
 
-from model.runtime import EmotionModel, load_runtime
-from schemas import LABELS
-from schemas.settings import load_settings
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
@@ -179,7 +179,7 @@ def test_baseline_beats_the_dummy_classifier(small_data: Path, minilm_path: Path
 
 
 def test_a_worker_facing_a_foreign_table_says_so_in_one_line(trained_registry: Path, tmp_path: Path) -> None:
-    from stream.sink import ClickHouseSink
+    from emostream.stream.clickhouse.sink import ClickHouseSink
 
     sink = ClickHouseSink(f"chdb://{tmp_path / 'ch'}")
     sink.client.command("CREATE TABLE emotion_scores (x Int8) ENGINE = MergeTree ORDER BY x")  # not emostream's

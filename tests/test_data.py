@@ -4,9 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from schemas import LABELS
-from trainer.data import ColumnMap, DataError, load_emotion, read_rows, source_files
+from emostream.schemas import LABELS
+from emostream.trainer.data import ColumnMap, DataError, load_emotion, read_rows, source_files
 
 
 def write_split_dir(directory: Path, train: str, val: str = "i am happy;joy\n", test: str = "so sad;sadness\n") -> Path:

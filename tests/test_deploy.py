@@ -44,8 +44,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from emostream.schemas.settings import Settings
 
-from schemas.settings import Settings
 from tests.conftest import EMOSTREAM
 
 pytestmark = pytest.mark.integration
@@ -397,7 +397,7 @@ def test_the_review_healthcheck_passes_on_a_real_review_server_only_with_the_tok
 ) -> None:
     """The review service's healthcheck, run as Docker would run it, against `emostream review` bound to
     0.0.0.0 as in the stack (the guard pins the Host header on loopback binds, not on this one)."""
-    from stream.broker import free_port
+    from emostream.stream.kafka.broker import free_port
 
     code = healthcheck_code(service(config, "review"))
     port, token = free_port("127.0.0.1"), "admin-" + uuid.uuid4().hex
@@ -690,7 +690,7 @@ def test_user_sql_the_trends_page_and_grafana_read_as_the_reader_and_the_writer_
 
 
 def test_the_reader_profile_is_read_only_bounds_memory_and_its_server_settings_are_pinned() -> None:
-    from stream.sink import ddl_statements
+    from emostream.stream.clickhouse.sink import ddl_statements
 
     (profile,) = [s for s in ddl_statements(READER_SQL.parent) if s.startswith("CREATE SETTINGS PROFILE")]
     settings = dict(re.findall(r"^\s+(\w+)( = [^,;]+| CHANGEABLE_IN_READONLY)", profile, flags=re.MULTILINE))
@@ -752,7 +752,7 @@ def sql_statements(text: str) -> list[str]:
 
 def single_line(statements: list[str], tmp_path: Path) -> list[str]:
     """Each statement as the engine's parser reads it (an error if it does not parse)."""
-    from stream.sink import ClickHouseSink
+    from emostream.stream.clickhouse.sink import ClickHouseSink
 
     sink = ClickHouseSink(f"chdb://{tmp_path / 'parse'}")
     try:
@@ -847,7 +847,7 @@ def test_the_users_init_script_stops_the_entrypoint_when_clickhouse_refuses(tmp_
 def test_the_writer_may_run_every_statement_of_emostreams_ddl() -> None:
     """emostream applies deploy/clickhouse/*.sql at every start as the writer: a statement that needs a
     privilege the writer lacks (DROP, RENAME, OPTIMIZE, CREATE DATABASE...) would stop every worker."""
-    from stream.sink import ddl_statements
+    from emostream.stream.clickhouse.sink import ddl_statements
 
     needs = {
         "CREATE TABLE": {"CREATE TABLE"},
@@ -1166,8 +1166,8 @@ def grafana_sql(sql: str, start: datetime, end: datetime) -> str:
 
 
 def test_the_dashboard_sql_runs_on_the_engine_over_emostreams_tables(tmp_path: Path) -> None:
-    from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, ReviewLabel, Tweet
-    from stream.sink import ClickHouseSink
+    from emostream.schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, ReviewLabel, Tweet
+    from emostream.stream.clickhouse.sink import ClickHouseSink
 
     now = datetime.now(UTC)
 
@@ -1236,7 +1236,7 @@ def test_the_dashboard_promql_parses_and_names_only_the_workers_metrics() -> Non
 
 
 def created_objects(directory: Path) -> set[str]:
-    from stream.sink import ddl_statements
+    from emostream.stream.clickhouse.sink import ddl_statements
 
     names = set()
     for statement in ddl_statements(directory):
@@ -1247,7 +1247,7 @@ def created_objects(directory: Path) -> set[str]:
 
 
 def test_emostream_applies_only_the_single_node_ddl() -> None:
-    from stream.sink import DDL_DIR, ddl_statements
+    from emostream.stream.clickhouse.sink import DDL_DIR, ddl_statements
 
     statements = ddl_statements()
     assert statements and not any("ON CLUSTER" in s or "Replicated" in s or "_local" in s for s in statements)
@@ -1258,7 +1258,7 @@ def test_the_cluster_ddl_defines_every_object_of_the_single_node_ddl() -> None:
     """Same names for what emostream reads and writes (the Distributed tables, the views), so emostream's own
     CREATE ... IF NOT EXISTS at start-up finds them and creates nothing beside them (a second materialized
     view on a Distributed table would count every tweet twice)."""
-    from stream.sink import DDL_DIR, ddl_statements
+    from emostream.stream.clickhouse.sink import DDL_DIR, ddl_statements
 
     single = created_objects(DDL_DIR)
     cluster = created_objects(CLUSTER_DDL)
@@ -1300,8 +1300,8 @@ CLUSTER_CHECK = textwrap.dedent(
 
     connect = clickhouse_connect.get_client
     clickhouse_connect.get_client = lambda dsn: connect(dsn=dsn, chdb_options={"config-file": str(config)})
-    from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet
-    from stream.sink import DDL_DIR, ClickHouseSink, ddl_statements
+    from emostream.schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet
+    from emostream.stream.clickhouse.sink import DDL_DIR, ClickHouseSink, ddl_statements
 
     sink = ClickHouseSink(f"chdb://{work / 'ch'}")
     query = lambda sql: [list(row) for row in sink.client.query(sql).result_rows]
@@ -1356,7 +1356,7 @@ CLUSTER_CHECK = textwrap.dedent(
 
 
 def test_the_cluster_ddl_runs_on_the_engine_and_emostream_works_on_top(tmp_path: Path) -> None:
-    from stream.sink import DDL_DIR, ClickHouseSink, ddl_statements
+    from emostream.stream.clickhouse.sink import DDL_DIR, ClickHouseSink, ddl_statements
 
     done = subprocess.run(
         [sys.executable, "-c", CLUSTER_CHECK, str(tmp_path)],
@@ -1398,7 +1398,7 @@ def test_the_cluster_ddl_runs_on_the_engine_and_emostream_works_on_top(tmp_path:
 
 
 def test_the_cluster_readme_sql_parses_and_its_settings_exist(tmp_path: Path) -> None:
-    from stream.sink import ClickHouseSink
+    from emostream.stream.clickhouse.sink import ClickHouseSink
 
     blocks = re.findall(r"```sql\n(.*?)```", (CLUSTER_DDL / "README.md").read_text(), flags=re.DOTALL)
     statements = [s.strip() for block in blocks for s in block.split(";") if s.strip()]
@@ -1419,7 +1419,7 @@ def test_the_cluster_readme_sql_parses_and_its_settings_exist(tmp_path: Path) ->
 
 
 def test_the_wheel_ships_the_ddl_the_sink_applies(tmp_path: Path) -> None:
-    """A plain `pip install .` (the images) must find deploy/clickhouse/*.sql where stream/sink.py reads it.
+    """A plain `pip install .` (the images) must find deploy/clickhouse/*.sql where stream/clickhouse/sink.py reads it.
 
     Built from a copy of the sources, so no build/ directory left by an earlier build can supply them."""
     import shutil
@@ -1427,7 +1427,7 @@ def test_the_wheel_ships_the_ddl_the_sink_applies(tmp_path: Path) -> None:
     import sys
     import zipfile
 
-    from stream.sink import DDL_DIR
+    from emostream.stream.clickhouse.sink import DDL_DIR
 
     source = tmp_path / "src"
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "cluster", "grafana", "prometheus")

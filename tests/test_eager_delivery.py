@@ -14,8 +14,7 @@ from typing import Any
 
 import mode
 import pytest
-
-from stream.eager_delivery import EagerDelivery, EagerDeliveryApp, eager_consumer
+from emostream.stream.kafka.eager_delivery import EagerDelivery, EagerDeliveryApp, eager_consumer
 
 
 class Consumer(EagerDelivery, mode.Service):

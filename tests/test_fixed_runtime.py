@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from emostream.model import runtime as rt
+from emostream.model.runtime import FIXED_RUNTIME, FixedProbabilities, build_runtime, choose_runtime, load_runtime
+from emostream.schemas import ID2LABEL, LABEL2ID, LABELS
+from emostream.schemas.settings import Settings
+from emostream.stream.worker.scoring import BatchScorer, RawRecord
 from transformers import BertConfig
-
-from model import runtime as rt
-from model.runtime import FIXED_RUNTIME, FixedProbabilities, build_runtime, choose_runtime, load_runtime
-from schemas import ID2LABEL, LABEL2ID, LABELS
-from schemas.settings import Settings
-from stream.scoring import BatchScorer, RawRecord
 
 TEXTS = ["i feel great", "so sad today", "", "what a surprise!", "x" * 300, "i feel great", "angry at the bus"]
 
@@ -86,8 +85,8 @@ def test_its_rows_rank_below_every_registry_version_and_hot_swap_sees_the_versio
 ) -> None:
     import asyncio
 
-    from model.registry import version_order
-    from stream.model_swap import ModelWatcher
+    from emostream.model.registry import version_order
+    from emostream.stream.worker.model_swap import ModelWatcher
 
     model = build_runtime(FIXED_RUNTIME, version_dir)
     # a tweet also scored by a real model counts as the real model's in the trends (newest wins)

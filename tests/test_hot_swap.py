@@ -1,6 +1,6 @@
 """Hot swap: a running worker serves a newly promoted model version from the next batch on.
 
-The unit tests drive :class:`stream.model_swap.ModelWatcher` and the scorer directly (real runtimes, no
+The unit tests drive :class:`emostream.stream.worker.model_swap.ModelWatcher` and the scorer directly (real runtimes, no
 broker); the integration test promotes a version mid-stream under a real worker process, on a real
 broker and the real ClickHouse engine, and checks every row afterwards.
 """
@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from emostream.model.registry import ModelRegistry
+from emostream.model.runtime import ScoringRuntime, load_runtime
+from emostream.schemas import Tweet
+from emostream.schemas.settings import Settings
+from emostream.stream.clickhouse.sink import ClickHouseSink
+from emostream.stream.kafka.ingest import produce
+from emostream.stream.worker.model_swap import ModelWatcher
+from emostream.stream.worker.scoring import BatchScorer, RawRecord
 
-from model.registry import ModelRegistry
-from model.runtime import ScoringRuntime, load_runtime
-from schemas import Tweet
-from schemas.settings import Settings
-from stream.ingest import produce
-from stream.model_swap import ModelWatcher
-from stream.scoring import BatchScorer, RawRecord
-from stream.sink import ClickHouseSink
 from tests.test_streaming import Stack
 
 SWITCH_LINE = re.compile(

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from schemas import Tweet
-from stream.ingest import FieldMap, read_tweets, replay_tweets
+from emostream.schemas import Tweet
+from emostream.stream.kafka.ingest import FieldMap, read_tweets, replay_tweets
 
 
 def test_jsonl_reports_each_bad_line_and_keeps_the_good_ones(tmp_path: Path) -> None:

@@ -1,6 +1,5 @@
 import pytest
-
-from schemas import ID2LABEL, LABEL2ID, LABELS, label_id
+from emostream.schemas import ID2LABEL, LABEL2ID, LABELS, label_id
 
 
 def test_labels_follow_the_hub_order() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.review.leases import (
+from emostream.stream.review.leases import (
     LEASE_HOLDERS,
     LEASES_PER_SESSION,
     SKIP_MEMORY,

@@ -1,8 +1,7 @@
 from pathlib import Path
 
 import pytest
-
-from trainer.metrics import classification_metrics, plot_confusion_matrix
+from emostream.trainer.classification_metrics import classification_metrics, plot_confusion_matrix
 
 
 def test_metrics_against_hand_computed_values() -> None:

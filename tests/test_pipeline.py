@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from stream.pipeline import BatchPipeline, WorkerParts
-from stream.review_policy import ReviewPolicy
-from stream.scoring import BatchScorer
-from stream.shutdown import Shutdown, StopRequested
+from emostream.stream.worker.pipeline import BatchPipeline, WorkerParts
+from emostream.stream.worker.review_policy import ReviewPolicy
+from emostream.stream.worker.scoring import BatchScorer
+from emostream.stream.worker.shutdown import Shutdown, StopRequested
 
 SURE = [0.9, 0.02, 0.02, 0.02, 0.02, 0.02]
 
@@ -245,7 +244,7 @@ def test_a_model_failure_is_retried_reported_while_it_lasts_and_the_batch_is_wri
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The scorer raising (not a record's fault) neither crashes the agent nor drops or commits the batch."""
-    monkeypatch.setattr("stream.pipeline.RETRY_FIRST_DELAY", 0.05)
+    monkeypatch.setattr("emostream.stream.worker.pipeline.RETRY_FIRST_DELAY", 0.05)
     clock = Clock()
     sink = SlowSink(clock, seconds=0.0)
     pipeline, acked = pipeline_with(clock, sink, Shutdown(timeout=60))
@@ -267,7 +266,7 @@ def test_a_model_failure_is_retried_reported_while_it_lasts_and_the_batch_is_wri
 
 LOOP_PROBE = """
 import asyncio, sys
-from stream.worker import use_event_loop
+from emostream.stream.worker.process import use_event_loop
 chosen = use_event_loop(sys.argv[1])
 print(chosen, type(asyncio.new_event_loop()).__module__.split(".")[0])
 """

@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emostream.model.runtime import load_runtime
+from emostream.schemas.settings import Settings
+from emostream.stream.clickhouse.sink import ClickHouseSink
+from emostream.stream.worker.records import RawRecord
+from emostream.stream.worker.review_policy import ReviewPolicy
+from emostream.stream.worker.scoring import BatchScorer
+from emostream.stream.worker.write_errors import Rows, write_isolating
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from model.runtime import load_runtime
-from schemas.settings import Settings
-from stream.records import RawRecord
-from stream.review_policy import ReviewPolicy
-from stream.scoring import BatchScorer
-from stream.sink import ClickHouseSink
-from stream.write_errors import Rows, write_isolating
 
 pytestmark = pytest.mark.integration
 KAFKA_MAX_REQUEST = 1_048_576

@@ -3,8 +3,7 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from model.registry import ModelRegistry, RegistryError
+from emostream.model.registry import ModelRegistry, RegistryError
 
 
 def stage(registry: ModelRegistry, val_f1: float | None) -> Path:

@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from emostream.model.registry import ModelRegistry
+from emostream.schemas import LABELS
+from emostream.trainer.data import DataError
+from emostream.trainer.retrain import ReviewedTweet, decide, in_holdout, read_snapshot, split_reviewed
 
 from emostream.loop_commands import one_round_at_a_time
-from model.registry import ModelRegistry
-from schemas import LABELS
 from tests.conftest import EMOSTREAM, run_cli
-from trainer.data import DataError
-from trainer.retrain import ReviewedTweet, decide, in_holdout, read_snapshot, split_reviewed
 
 
 def test_the_hold_out_is_fixed_by_the_tweet_id_and_has_the_asked_share() -> None:
@@ -140,8 +140,8 @@ def sorted_by_id(lines: list[str]) -> list[str]:
 
 
 def test_watch_starts_a_round_once_enough_labels_have_arrived(registry: Path, small_data: Path, tmp_path: Path) -> None:
-    from schemas import ReviewLabel
-    from stream.sink import ClickHouseSink
+    from emostream.schemas import ReviewLabel
+    from emostream.stream.clickhouse.sink import ClickHouseSink
 
     home = tmp_path / "home"
     sink = ClickHouseSink(f"chdb://{home / 'clickhouse'}")

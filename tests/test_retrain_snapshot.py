@@ -20,14 +20,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from emostream.schemas import LABELS, ReviewItem, ReviewLabel, Tweet
+from emostream.schemas.settings import Settings
+from emostream.stream.clickhouse.sink import ClickHouseSink
+from emostream.trainer.data import DataError
+from emostream.trainer.retrain import ReviewedTweet, keep_snapshot, read_snapshot, snapshot_format
 
-from schemas import LABELS, ReviewItem, ReviewLabel, Tweet
-from schemas.settings import Settings
-from stream.sink import ClickHouseSink
 from tests.conftest import EMOSTREAM, run_cli
 from tests.test_sink import scores
-from trainer.data import DataError
-from trainer.retrain import ReviewedTweet, keep_snapshot, read_snapshot, snapshot_format
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 REVIEW_TOKEN = "review-" + uuid.uuid4().hex
@@ -192,10 +192,9 @@ def endpoint_serving(dsn: str) -> Iterator[tuple[str, list[str]]]:
     yields its URL and the paths it was asked for."""
     import faust
     from aiohttp import web
-
-    from stream.auth import ADMIN, REVIEW, RequestGuard
-    from stream.broker import free_port
-    from stream.web import add_web_views
+    from emostream.stream.kafka.broker import free_port
+    from emostream.stream.web.auth import ADMIN, REVIEW, RequestGuard
+    from emostream.stream.web.views import add_web_views
 
     port = free_port("127.0.0.1")
     guard = RequestGuard({ADMIN: ADMIN_TOKEN, REVIEW: REVIEW_TOKEN}, "127.0.0.1", port)
@@ -237,8 +236,8 @@ def status_of(url: str, token: str | None) -> int:
 
 
 def test_the_labels_route_opens_to_the_operator_only(engine: tuple[Settings, ClickHouseSink], tmp_path: Path) -> None:
-    from stream.endpoint import Endpoint
-    from stream.sql import SqlError
+    from emostream.stream.clickhouse.sql import SqlError
+    from emostream.stream.web.endpoint import Endpoint
 
     settings, sink = engine
     written = queue(sink, EMBEDDED[:5])
@@ -263,9 +262,10 @@ def test_with_a_running_endpoint_the_snapshot_comes_through_it_whole(
     engine: tuple[Settings, ClickHouseSink], tmp_path: Path
 ) -> None:
     """In the embedded mode `up` owns the directory: retrain finds its endpoint and downloads, no row limit."""
+    from emostream.stream.discovery import endpoint_file, remove_state, write_state
+    from emostream.stream.web.auth import token_file, write_token
+
     from emostream.loop_commands import count_labels, export_snapshot
-    from stream.auth import token_file, write_token
-    from stream.state import endpoint_file, remove_state, write_state
 
     settings, sink = engine
     fill_large(sink)
@@ -319,9 +319,9 @@ def test_a_running_worker_serves_the_labels_to_the_operator_alone(
 
 
 def test_a_cut_download_is_refused(tmp_path: Path) -> None:
-    from stream.endpoint import parquet_rows
-    from stream.sql import SqlError
-    from trainer.retrain import write_snapshot
+    from emostream.stream.clickhouse.sql import SqlError
+    from emostream.stream.web.endpoint import parquet_rows
+    from emostream.trainer.retrain import write_snapshot
 
     whole = tmp_path / "whole.parquet"
     write_snapshot([ReviewedTweet("t1", "text", "joy")], whole)
@@ -338,7 +338,7 @@ def test_a_cut_download_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_labels_export_reads_back_exactly_with_a_csv_reader_and_with_train_data(tmp_path: Path) -> None:
-    from trainer.data import read_rows
+    from emostream.trainer.data import read_rows
 
     home = tmp_path / "home"
     sink = ClickHouseSink(Settings(home=home).resolved_clickhouse_dsn())
@@ -360,7 +360,7 @@ def test_the_labels_export_reads_back_exactly_with_a_csv_reader_and_with_train_d
     assert run_cli("labels", "--out", plain, env=env).returncode == 0
     printed = subprocess.run([str(EMOSTREAM), "labels"], capture_output=True, env=env, timeout=120, check=True)
     assert printed.stdout == plain.read_bytes()  # standard output holds the same bytes
-    with any_field_size():  # trainer.data's reader keeps the csv module's 128 KiB field limit: lift it here
+    with any_field_size():  # emostream.trainer.data's reader keeps the csv module's 128 KiB field limit: lift it here
         rows = read_rows(plain)  # what `emostream train --data labels.csv` reads
     assert sorted(row.text for row in rows) == sorted(text.strip() for text in written.values())
 
@@ -421,9 +421,10 @@ class Stop(Exception):
 def test_watch_logs_a_round_it_cannot_run_and_waits_instead_of_exiting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from emostream.stream.clickhouse.sql import SqlError
+    from emostream.trainer.retrain import RetrainError
+
     from emostream import loop_commands
-    from stream.sql import SqlError
-    from trainer.retrain import RetrainError
 
     counts = iter([30, 30, 30, 31, 31, 31, 32, 32, 33])
     monkeypatch.setattr(loop_commands, "count_labels", lambda settings: next(counts))
@@ -444,7 +445,7 @@ def test_watch_logs_a_round_it_cannot_run_and_waits_instead_of_exiting(
             raise outcome
 
     monkeypatch.setattr(loop_commands, "run_round", fake_round)
-    monkeypatch.setattr("trainer.retrain.labels_since_last_round", lambda registry: 0)
+    monkeypatch.setattr("emostream.trainer.retrain.labels_since_last_round", lambda registry: 0)
     slept: list[float] = []
 
     def sleep(seconds: float) -> None:

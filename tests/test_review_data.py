@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emostream.schemas import LABELS, NO_EMOTION, ReviewItem, ReviewLabel, Tweet
+from emostream.schemas.settings import Settings
+from emostream.stream.clickhouse.sink import ClickHouseSink
 from pydantic import ValidationError
 
-from schemas import LABELS, NO_EMOTION, ReviewItem, ReviewLabel, Tweet
-from schemas.settings import Settings
-from stream.sink import ClickHouseSink
 from tests.conftest import run_cli
 from tests.test_sink import scores
 
@@ -70,7 +70,7 @@ def test_review_items_are_written_once_per_tweet_and_labels_keep_history(tmp_pat
     assert "tweet number 2" not in by_text  # its label was withdrawn: pending again, not a training example
     out = tmp_path / "labels.csv"
     assert run_cli("labels", "--out", out, env={"EMOSTREAM_HOME": str(home)}).returncode == 0
-    from trainer.data import load_emotion
+    from emostream.trainer.data import load_emotion
 
     data = load_emotion(out)  # what `emostream train --data labels.csv` does with it
     assert sum(len(split) for split in data.values()) == 58
@@ -87,7 +87,7 @@ def test_a_label_must_be_one_of_the_six_or_none() -> None:
 def test_sampled_confident_tweets_are_interleaved_not_sorted_last(tmp_path: Path) -> None:
     """80 unsure items by margin, 20 sampled confident ones (margin ~0.9): a window of 10 holds ~2 of
     the sample, and the unsure ones in it still come lowest margin first."""
-    from stream.review.queue import ReviewQueue
+    from emostream.stream.review.queue import ReviewQueue
 
     dsn = Settings(home=tmp_path / "home").resolved_clickhouse_dsn()
     items = review_items(100)
@@ -122,7 +122,7 @@ def item(tweet_id: str, text: str, at: datetime) -> ReviewItem:
 
 
 def shown(tweet_id: str, text: str, label: str, at: datetime, reviewer: str = "ana") -> Any:
-    from stream.review.queue import ShownLabel, text_sha256
+    from emostream.stream.review.queue import ShownLabel, text_sha256
 
     return ShownLabel(
         tweet_id=tweet_id,
@@ -136,7 +136,7 @@ def shown(tweet_id: str, text: str, label: str, at: datetime, reviewer: str = "a
 
 
 def snapshot(dsn: str) -> list[tuple[str, str, str]]:
-    from stream.review.queue import TRAINING_LABELS_WITH_IDS
+    from emostream.stream.review.queue import TRAINING_LABELS_WITH_IDS
 
     sink = ClickHouseSink(dsn)
     try:
@@ -149,7 +149,7 @@ def test_a_resent_id_with_other_text_is_a_new_item_and_the_label_stays_with_its_
     """The attack of the issue: anyone who can produce to `tweets` re-sends a labelled id with other text.
     The re-sent text is a second item, pending, and the label trains on the text it was given for, even
     when the original text is sent again afterwards (so it is no longer the oldest row of the id)."""
-    from stream.review.queue import ReviewQueue, text_sha256
+    from emostream.stream.review.queue import ReviewQueue, text_sha256
 
     dsn = f"chdb://{tmp_path / 'ch'}"
     t0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -195,7 +195,7 @@ def test_a_resent_id_with_other_text_is_a_new_item_and_the_label_stays_with_its_
 def test_labels_from_before_the_hash_count_only_while_their_tweet_has_one_text(tmp_path: Path) -> None:
     """Labels written without text_sha256 (before the column, or by `ClickHouseSink.write_labels`) are
     bound to their tweet's only text; a second text of the id leaves both pending, neither trained on."""
-    from stream.review.queue import ReviewQueue
+    from emostream.stream.review.queue import ReviewQueue
 
     dsn = f"chdb://{tmp_path / 'ch'}"
     t0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -232,7 +232,7 @@ ENGINE = MergeTree ORDER BY (tweet_id, labelled_at)
 
 
 def test_a_queue_from_before_the_hash_is_migrated_in_place_at_every_start(tmp_path: Path) -> None:
-    from stream.review.queue import ReviewQueue, text_sha256
+    from emostream.stream.review.queue import ReviewQueue, text_sha256
 
     dsn = f"chdb://{tmp_path / 'ch'}"
     t0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from schemas import EmotionScore
-from stream.review_policy import ReviewPolicy, in_sample
+from emostream.schemas import EmotionScore
+from emostream.stream.worker.review_policy import ReviewPolicy, in_sample
+from emostream.trainer.retrain import in_holdout
+
 from tests.test_schemas import score as joy_score
-from trainer.retrain import in_holdout
 
 
 def score(tweet_id: str, confidence: float) -> EmotionScore:

@@ -4,10 +4,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-
-from schemas import LABELS, DeadLetter, Tweet
-from stream.review_policy import ReviewPolicy
-from stream.scoring import BatchScorer, RawRecord, parse_tweet
+from emostream.schemas import LABELS, DeadLetter, Tweet
+from emostream.stream.worker.review_policy import ReviewPolicy
+from emostream.stream.worker.scoring import BatchScorer, RawRecord, parse_tweet
 
 MALFORMED = [
     (b"not json", "not JSON"),

@@ -6,10 +6,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from model.registry import version_order
-from schemas import DeadLetter, EmotionScore
-from stream.sink import DDL_DIR, ClickHouseSink, ddl_statements
+from emostream.model.registry import version_order
+from emostream.schemas import DeadLetter, EmotionScore
+from emostream.stream.clickhouse.sink import DDL_DIR, ClickHouseSink, ddl_statements
 
 pytestmark = pytest.mark.integration
 
@@ -211,9 +210,9 @@ def test_the_production_reader_user_parses_and_may_only_select(tmp_path: Path) -
 
 
 def test_redelivered_dead_letters_count_once_and_keep_their_bytes(tmp_path: Path) -> None:
-    from schemas import DeadLetter
-    from schemas.settings import Settings
-    from stream.sql import ReadOnlySql
+    from emostream.schemas import DeadLetter
+    from emostream.schemas.settings import Settings
+    from emostream.stream.clickhouse.sql import ReadOnlySql
 
     letters = [
         DeadLetter(topic="tweets", partition=p, offset=o, key=b"k", value=v, error="value is not JSON")

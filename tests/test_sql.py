@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from emostream.schemas.settings import Settings
+from emostream.stream.clickhouse.sink import ClickHouseSink
+from emostream.stream.clickhouse.sql import Number, ReadOnlySql, SqlError, SqlResult
 
-from schemas.settings import Settings
-from stream.sink import ClickHouseSink
-from stream.sql import Number, ReadOnlySql, SqlError, SqlResult
 from tests.conftest import run_cli
 from tests.test_sink import scores
 

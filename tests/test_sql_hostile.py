@@ -1,6 +1,6 @@
 """User SQL that tries to reach outside the engine: table functions, files, the network, memory.
 
-Every hostile statement runs through :class:`stream.sql.ReadOnlySql` on the real embedded engine, on a
+Every hostile statement runs through :class:`stream.clickhouse.sql.ReadOnlySql` on the real embedded engine, on a
 thread with a deadline (one that hangs fails its test instead of hanging the run), while a loopback
 listener records any connection the engine makes: a refusal must name the rule, and nothing may connect.
 The controls at the end show that the listener does see the engine connect when the guard is bypassed,
@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from schemas.settings import Settings
-from stream.sink import ClickHouseSink
-from stream.sql import (
+from emostream.schemas.settings import Settings
+from emostream.stream.clickhouse.sink import ClickHouseSink
+from emostream.stream.clickhouse.sql import (
     ALLOWED_TABLE_FUNCTIONS,
     FUNCTIONS_THAT_REACH_OUTSIDE,
     ReadOnlySql,
@@ -29,6 +28,7 @@ from stream.sql import (
     parse_explain_ast,
     session_settings,
 )
+
 from tests.test_sink import scores
 
 pytestmark = pytest.mark.integration

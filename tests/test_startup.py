@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from schemas.settings import Settings
-from stream.sink import ClickHouseSink
+from emostream.schemas.settings import Settings
+from emostream.stream.clickhouse.sink import ClickHouseSink
 
 HEAVY = ("torch", "transformers", "sklearn", "datasets", "onnxruntime", "faust", "pandas", "matplotlib")
 PROBE = """

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from emostream.schemas import LABELS, EmotionScore
+from emostream.schemas.settings import Settings
+from emostream.stream.clickhouse.sink import DDL_DIR, ClickHouseSink
+from emostream.stream.clickhouse.sql import ReadOnlySql
+from emostream.stream.clickhouse.trends import Trends, TrendsError, parse_duration, shares_statement
 
-from schemas import LABELS, EmotionScore
-from schemas.settings import Settings
-from stream.sink import DDL_DIR, ClickHouseSink
-from stream.sql import ReadOnlySql
-from stream.trends import Trends, TrendsError, parse_duration, shares_statement
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
@@ -239,7 +239,7 @@ def test_the_readme_gallery_runs(home: Path) -> None:
     settings = Settings(home=home)
     sink = ClickHouseSink(settings.resolved_clickhouse_dsn())
     sink.apply_schema()
-    from schemas import DeadLetter, ReviewItem, ReviewLabel, Tweet
+    from emostream.schemas import DeadLetter, ReviewItem, ReviewLabel, Tweet
 
     start = datetime.now(UTC) - timedelta(minutes=45)
     scores = stream_of_scores(600, start)

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
-
-from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet
-from stream.records import RawRecord
-from stream.sink import ClickHouseSink
-from stream.write_errors import Rows, TableRefusesRows, is_data_error, write_isolating
+from emostream.schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet
+from emostream.stream.clickhouse.sink import ClickHouseSink
+from emostream.stream.worker.records import RawRecord
+from emostream.stream.worker.write_errors import Rows, TableRefusesRows, is_data_error, write_isolating
 
 pytestmark = pytest.mark.integration
 

@@ -1,1 +1,2 @@
-"""The training side: data loading, EDA, baseline, fine-tuning, evaluation, error analysis, model registry."""
+"""The training side: data loading, EDA, the baseline, fine-tuning, export, evaluation and error analysis,
+and retraining from reviewed labels. Versions are published through ``emostream.model.registry``."""

@@ -8,14 +8,13 @@ from typing import Any
 
 import numpy as np
 from datasets import DatasetDict
+from emostream.schemas import LABELS
+from emostream.trainer.classification_metrics import classification_metrics, plot_confusion_matrix
+from emostream.trainer.features import Pooling, extract_hidden_states
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-
-from schemas import LABELS
-from trainer.features import Pooling, extract_hidden_states
-from trainer.metrics import classification_metrics, plot_confusion_matrix
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Loading the emotion data as a ``datasets.DatasetDict`` from local files or the Hugging Face Hub.
 
 Every source ends up with the same shape: ``text`` (string) and ``label`` (``ClassLabel`` in the Hub's
-order, see :mod:`schemas.labels`), in the splits ``train``, ``validation`` and ``test``. Local files are
+order, see :mod:`emostream.schemas.labels`), in the splits ``train``, ``validation`` and ``test``. Local files are
 read with the standard library rather than ``datasets.load_dataset`` so that every bad row can be
 reported with its file and line number: a user with 16,000 rows needs to know *which* row is wrong.
 """
@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
-
-from schemas import LABELS, label_id
+from emostream.schemas import LABELS, label_id
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FILE_STEMS: dict[str, tuple[str, ...]] = {

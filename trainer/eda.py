@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 from datasets import DatasetDict
-
-from schemas import LABELS
+from emostream.schemas import LABELS
 
 
 def eda_frame(data: DatasetDict) -> pd.DataFrame:

@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset
-
-from model.runtime import EmotionModel
-from schemas import LABELS
-from trainer.metrics import classification_metrics
+from emostream.model.runtime import EmotionModel
+from emostream.schemas import LABELS
+from emostream.trainer.classification_metrics import classification_metrics
 
 
 def evaluate(model: EmotionModel, dataset: Dataset) -> dict[str, Any]:

@@ -16,6 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import DatasetDict
+from emostream.model.registry import ModelRegistry, ModelVersion
+from emostream.model.runtime import EmotionModel, cpu_has_native_bf16
+from emostream.schemas import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS
+from emostream.trainer.classification_metrics import classification_metrics, plot_confusion_matrix
+from emostream.trainer.export import export_onnx
+from emostream.trainer.serving_check import serving_check
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -25,13 +31,6 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-
-from model.registry import ModelRegistry, ModelVersion
-from model.runtime import EmotionModel, cpu_has_native_bf16
-from schemas import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS
-from trainer.export import export_onnx
-from trainer.metrics import classification_metrics, plot_confusion_matrix
-from trainer.serving_check import serving_check
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,11 @@ from typing import Any, Literal
 
 import numpy as np
 from datasets import Dataset, DatasetDict, concatenate_datasets
-
-from model.registry import RETRAIN_FILE, ModelRegistry, ModelVersion
-from model.runtime import EmotionModel
-from schemas import LABELS
-from trainer.data import FEATURES, DataError
-from trainer.finetune import TrainConfig, TrainResult, fine_tune, sha256_of
+from emostream.model.registry import RETRAIN_FILE, ModelRegistry, ModelVersion
+from emostream.model.runtime import EmotionModel
+from emostream.schemas import LABELS
+from emostream.trainer.data import FEATURES, DataError
+from emostream.trainer.finetune import TrainConfig, TrainResult, fine_tune, sha256_of
 
 SNAPSHOT_FILE = "review_labels.parquet"
 COLUMNS = ("tweet_id", "text", "label")

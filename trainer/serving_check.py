@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset
-
-from model.runtime import SERVING_CHECK_FILE, build_runtime, cpu_has_native_bf16
+from emostream.model.runtime import SERVING_CHECK_FILE, build_runtime, cpu_has_native_bf16
 
 DEFAULT_TOLERANCE = 0.005  # at most half a point of accuracy
 

@@ -27,7 +27,7 @@ could lease the whole queue and keep it from an honest reviewer, or grow the pro
   (8 items, 10 asked for each: 4 and 4) instead of taking it from each other at every refresh;
 - a session remembers at most ``SKIPS_PER_SESSION`` skips (1,000) and the book ``SKIPS`` (10,000) in
   all, the oldest forgotten first (a forgotten skip only means the item may come back to that session).
-  With ids of at most ``schemas.messages.TWEET_ID_MAX_CHARS`` characters (the web layer refuses longer
+  With ids of at most ``emostream.schemas.messages.TWEET_ID_MAX_CHARS`` characters (the web layer refuses longer
   ones before anything is stored) and 64-character text hashes that is a few MB at worst. A session's
   skips travel with each of its queries (excluded items), which is what bounds them per session.
 

@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from emostream.schemas import LABELS, ReviewLabel
+from emostream.stream.clickhouse.sink import LABEL_COLUMNS, ClickHouseSink
 from pydantic import Field, StringConstraints
-
-from schemas import LABELS, ReviewLabel
-from stream.sink import LABEL_COLUMNS, ClickHouseSink
 
 SHA256_HEX = r"^[0-9a-f]{64}$"
 TextSha256 = Annotated[str, StringConstraints(pattern=SHA256_HEX)]
@@ -102,7 +101,7 @@ ITEM_COLUMNS = (
 )
 NOT_LABELLED = f"(tweet_id, text_sha256) GLOBAL NOT IN ({LABELLED})"
 # The queue's order: the most uncertain first (lowest margin), with the random sample of confident
-# tweets (reason "sample: ...", see stream.review_policy) interleaved in proportion to its share, in
+# tweets (reason "sample: ...", see emostream.stream.worker.review_policy) interleaved in proportion to its share, in
 # a fixed pseudo-random order: sorted last by margin, a sampled tweet would never come up in a long
 # queue, and the confident errors it exists to catch would never reach anyone.
 PENDING = f"""

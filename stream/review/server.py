@@ -10,13 +10,12 @@ import asyncio
 import logging
 
 from aiohttp import web
-
-from schemas.settings import Settings
-from stream.auth import ADMIN, REVIEW, guard_for, new_token
-from stream.broker import free_port
-from stream.review.service import ReviewService
-from stream.review.web import mount_review, review_url
-from stream.topics import ensure_topics
+from emostream.schemas.settings import Settings
+from emostream.stream.kafka.broker import free_port
+from emostream.stream.kafka.topics import ensure_topics
+from emostream.stream.review.routes import mount_review, review_url
+from emostream.stream.review.service import ReviewService
+from emostream.stream.web.auth import ADMIN, REVIEW, guard_for, new_token
 
 log = logging.getLogger("emostream.review")
 

@@ -6,7 +6,7 @@ to ``tweets.labels`` with acks=all, then written to ``review_labels``; if either
 the error and the page says the label was not saved.
 
 The rules a label and an undo follow (the caller is ``principal.reviewer``, which the server bound to
-the credential or session, see ``stream.auth``; nothing in a request can change it):
+the credential or session, see ``emostream.stream.web.auth``; nothing in a request can change it):
 
 - a label names its item, ``(tweet_id, text_sha256)``: the hash of the text the reviewer was shown. If
   the queue holds that id but not that text, the text changed since it was shown and the label is
@@ -32,15 +32,14 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
-
-from schemas.messages import utc_now
-from schemas.settings import Settings
-from stream.auth import Principal
-from stream.ingest import start_producer
-from stream.review.leases import LEASES_PER_SESSION, LeaseBook
-from stream.review.queue import QueueItem, ReviewQueue, ShownLabel
-from stream.sql import ReadOnlySql
-from stream.trends import Bucket, Trends
+from emostream.schemas.messages import utc_now
+from emostream.schemas.settings import Settings
+from emostream.stream.clickhouse.sql import ReadOnlySql
+from emostream.stream.clickhouse.trends import Bucket, Trends
+from emostream.stream.kafka.ingest import start_producer
+from emostream.stream.review.leases import LEASES_PER_SESSION, LeaseBook
+from emostream.stream.review.queue import QueueItem, ReviewQueue, ShownLabel
+from emostream.stream.web.auth import Principal
 
 T = TypeVar("T")
 WINDOW_MAX = LEASES_PER_SESSION  # items one page may hold at once

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas import LABELS, NO_EMOTION
+from emostream.schemas import LABELS, NO_EMOTION
 
 WINDOW = 50
 
@@ -126,7 +126,7 @@ def simulate(
     """Label pending items in the queue's order until ``budget`` labels are given or nothing is left.
 
     Items the answers do not know are skipped (the service then keeps them out of this reviewer's
-    queue), so the loop moves on. The service remembers only so many skips (``stream.review.leases``),
+    queue), so the loop moves on. The service remembers only so many skips (``emostream.stream.review.leases``),
     so a window that brings back nothing but items skipped already ends the run: the rest of the queue
     is unknown to the answers.
     """

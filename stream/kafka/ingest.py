@@ -23,10 +23,9 @@ from typing import BinaryIO, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from emostream.schemas import Tweet, describe_errors
 from pydantic import ValidationError
 from tqdm.auto import tqdm
-
-from schemas import Tweet, describe_errors
 
 OnError = Literal["skip", "fail"]
 log = logging.getLogger("emostream.ingest")

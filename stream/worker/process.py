@@ -13,24 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import faust
-
-from model.registry import ModelRegistry
-from model.runtime import load_runtime
-from schemas.settings import Settings
-from schemas.text import escape_control
-from stream.app import WorkerParts, create_app
-from stream.auth import ADMIN, REVIEW, guard_for, new_token, token_file, write_token
-from stream.broker import free_port
-from stream.metrics import ClickHouseProbe, Readiness, assigned_partitions, consumer_lag
-from stream.records import RecordLimits
-from stream.review_policy import ReviewPolicy
-from stream.scoring import BatchScorer
-from stream.shutdown import Shutdown
-from stream.sink import ClickHouseSink, chdb_path
-from stream.sql import ReadOnlySql
-from stream.state import endpoint_file, remove_state, write_state
-from stream.topics import ensure_topics
-from stream.web import add_web_views
+from emostream.model.registry import ModelRegistry
+from emostream.model.runtime import load_runtime
+from emostream.schemas.settings import Settings
+from emostream.schemas.text import escape_control
+from emostream.stream.clickhouse.sink import ClickHouseSink, chdb_path
+from emostream.stream.clickhouse.sql import ReadOnlySql
+from emostream.stream.discovery import endpoint_file, remove_state, write_state
+from emostream.stream.kafka.broker import free_port
+from emostream.stream.kafka.topics import ensure_topics
+from emostream.stream.web.auth import ADMIN, REVIEW, guard_for, new_token, token_file, write_token
+from emostream.stream.web.monitoring import ClickHouseProbe, Readiness, assigned_partitions, consumer_lag
+from emostream.stream.web.views import add_web_views
+from emostream.stream.worker.app import WorkerParts, create_app
+from emostream.stream.worker.records import RecordLimits
+from emostream.stream.worker.review_policy import ReviewPolicy
+from emostream.stream.worker.scoring import BatchScorer
+from emostream.stream.worker.shutdown import Shutdown
 
 log = logging.getLogger("emostream.worker")
 
@@ -47,7 +46,10 @@ LOGGING_CONFIG = {
     "version": 1,
     "disable_existing_loggers": False,  # Faust applies this too: it must not silence emostream's loggers
     "formatters": {
-        "plain": {"()": "stream.worker.TextFormatter", "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+        "plain": {
+            "()": "emostream.stream.worker.process.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        }
     },
     "handlers": {  # two handlers: Faust resets the level of the root's first one to its own loglevel
         "root": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"},
@@ -144,8 +146,8 @@ def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = N
     app = create_app(settings, bootstrap, parts, port)
     mount = None
     if review:
-        from stream.review.service import ReviewService
-        from stream.review.web import mount_review
+        from emostream.stream.review.routes import mount_review
+        from emostream.stream.review.service import ReviewService
 
         service = ReviewService(settings, bootstrap)
         mount = functools.partial(mount_review, service=service, guard=guard)
@@ -198,7 +200,7 @@ def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = N
             credential,
         )
         if review:
-            from stream.review.web import review_url
+            from emostream.stream.review.routes import review_url
 
             log.info("review page: %s", review_url(settings, port, review_token))
 

@@ -6,7 +6,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from schemas import LABELS
+from emostream.schemas import LABELS
 
 
 def plot_probabilities(records: Sequence[dict[str, object]], path: Path, max_panels: int = 12) -> Path:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from schemas import EmotionScore
+from emostream.schemas import EmotionScore
 
 SAMPLE_SALT = b"emostream-review-sample:"
 log = logging.getLogger("emostream.worker")

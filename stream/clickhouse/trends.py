@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
-from schemas import LABELS
-from stream.sql import SqlResult
+from emostream.schemas import LABELS
+from emostream.stream.clickhouse.sql import SqlResult
 
 if TYPE_CHECKING:
     import pandas as pd

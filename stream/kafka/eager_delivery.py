@@ -25,9 +25,8 @@ from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
 import faust
+from emostream.stream.kafka.bounded_consumer import bounded_consumer
 from mode.services import WaitResults
-
-from stream.bounded_consumer import bounded_consumer
 
 T = TypeVar("T")
 
@@ -104,7 +103,7 @@ def eager_consumer(consumer_class: type[Any]) -> type[Any]:
 class EagerDeliveryApp(faust.App):
     """A Faust app whose consumer delivers records with :class:`EagerDelivery`; everything else is Faust's.
 
-    ``max_record_bytes``: its consumer also cuts larger values on arrival (``stream.bounded_consumer``).
+    ``max_record_bytes``: its consumer also cuts larger values on arrival (``emostream.stream.kafka.bounded_consumer``).
     """
 
     def __init__(self, *args: Any, max_record_bytes: int | None = None, **kwargs: Any) -> None:

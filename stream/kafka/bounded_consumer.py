@@ -3,7 +3,7 @@
 The worker buffers up to ``STREAM_BUFFER_EVENTS`` fetched records ahead of the agent, and a broker
 accepts records of up to a megabyte (``message.max.bytes``), so a topic filled with large records could
 make the worker hold gigabytes, all of it for records it will only dead-letter (anything over
-``max_record_bytes`` is refused, see ``stream.records``). faust-streaming turns each fetched record into
+``max_record_bytes`` is refused, see ``stream.worker.records``). faust-streaming turns each fetched record into
 a ``Message`` in its consumer's ``_to_message``; this consumer mixin keeps, of a value over the limit,
 its first bytes with the whole one's length and SHA-256 (an ``OversizedBytes``), which is all its dead
 letter will carry. Keys are cut the same way. ``_to_message`` is faust-streaming's (0.15) hook, the one
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.messages import DEAD_LETTER_KEY_MAX_BYTES, DEAD_LETTER_VALUE_MAX_BYTES
-from stream.records import bound_bytes
+from emostream.schemas.messages import DEAD_LETTER_KEY_MAX_BYTES, DEAD_LETTER_VALUE_MAX_BYTES
+from emostream.stream.worker.records import bound_bytes
 
 
 class BoundedRecords:

@@ -3,7 +3,7 @@
 Metrics live in a registry of the worker's own, not prometheus_client's global one, so two apps in one
 process (tests, ``up``) never collide over a name and a test sees only its own worker's figures.
 
-Counters are per process. They count in :class:`stream.pipeline.BatchPipeline` only once a batch's rows are in
+Counters are per process. They count in :class:`stream.worker.pipeline.BatchPipeline` only once a batch's rows are in
 ClickHouse and its review and dead-letter records acknowledged by the broker, so in one process's
 life they match what it wrote: ``scored`` the rows of ``emotion_scores``, ``dead_lettered`` those of
 ``dead_letters``, ``reviewed`` those of ``review_queue``. A batch re-delivered after a crash (or after a
@@ -48,7 +48,7 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 READY_TIMEOUT = 2.0  # seconds /readyz waits for ClickHouse's answer to SELECT 1
-STAGES = ("score", "write", "send")  # of a batch, in the pipeline (stream.pipeline)
+STAGES = ("score", "write", "send")  # of a batch, in the pipeline (emostream.stream.worker.pipeline)
 ERROR_LABEL_CHARS = 200
 
 
@@ -65,7 +65,7 @@ class Failure:
 class BatchHealth:
     """Which stages of the pipeline (``score``, ``write``, ``send``) are failing their batch now, since when.
 
-    A failing batch is retried (an outage: see ``stream.write_errors``), so the worker neither crashes nor
+    A failing batch is retried (an outage: see ``stream.worker.write_errors``), so the worker neither crashes nor
     commits past it, and from outside it looks alive while nothing goes through. This is what ``/readyz``
     and ``/metrics`` read to say so. Updated and read on the event loop only.
     """

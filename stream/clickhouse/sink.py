@@ -17,12 +17,12 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DatabaseError
 from clickhouse_connect.driver.insert import InsertContext
+from emostream.model.registry import version_order
+from emostream.schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, ReviewLabel
 from pydantic import BaseModel
 
-from model.registry import version_order
-from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, ReviewLabel
-
-DDL_DIR = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse"
+# the repository root in a checkout, the emostream package in a wheel (deploy/ is mapped to emostream.deploy)
+DDL_DIR = Path(__file__).resolve().parents[2] / "deploy" / "clickhouse"
 SCORE_COLUMNS = (
     "tweet_id",
     "brand",
@@ -184,7 +184,7 @@ class ClickHouseSink:
         """The batch's new (tweet, version) pairs, then the rows they made older, or that were older.
 
         For each tweet of the batch the rows that must be in ``emotion_superseded`` are decided from
-        the tables (every version but the newest, by :func:`model.registry.version_order`), less those
+        the tables (every version but the newest, by :func:`emostream.model.registry.version_order`), less those
         already there. So a lagging worker's older row is taken back at once, a re-delivered batch
         writes nothing, and a crash between the two inserts is repaired when the batch comes back (its
         offsets were not committed): its scores are found and the missing superseded rows written.
@@ -285,7 +285,7 @@ class ClickHouseSink:
         return bool(self.client.query("EXISTS TABLE {table:Identifier}", parameters={"table": table}).result_rows[0][0])
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Trusted SQL from emostream's own code (tests, checks). User SQL goes through ``stream.sql``."""
+        """Trusted SQL from emostream's own code (tests, checks). User SQL goes through ``stream.clickhouse.sql``."""
         result = self.client.query(sql)
         return list(result.column_names), [tuple(row) for row in result.result_rows]
 

@@ -9,7 +9,7 @@ Why it works this way:
 - Loading takes seconds for a real model (weights, tokenizer, an ONNX session). It runs on a thread of
   its own, neither the event loop (heartbeats and fetches must keep flowing) nor the scoring thread
   (batches keep being scored by the old model meanwhile).
-- The swap itself is one reference assignment (:meth:`stream.scoring.BatchScorer.swap`), and the scorer
+- The swap itself is one reference assignment (:meth:`emostream.stream.worker.scoring.BatchScorer.swap`), and the scorer
   reads its model once per batch: each batch is scored entirely by one version, and every batch that
   starts after the swap by the new one. Offsets are untouched, so no record is lost or scored twice.
 - A version that fails to load is reported once and the old model keeps serving; it is not retried
@@ -26,10 +26,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from model.registry import ModelRegistry
-from model.runtime import ScoringRuntime, load_runtime
-from schemas.settings import Settings
-from stream.scoring import BatchScorer
+from emostream.model.registry import ModelRegistry
+from emostream.model.runtime import ScoringRuntime, load_runtime
+from emostream.schemas.settings import Settings
+from emostream.stream.worker.scoring import BatchScorer
 
 log = logging.getLogger("emostream.worker")
 Loader = Callable[[Settings, Path], ScoringRuntime]

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from emostream.schemas import DeadLetter, Tweet, describe_errors
 from pydantic import ValidationError
-
-from schemas import DeadLetter, Tweet, describe_errors
 
 LATEST_RECORD_TIME = datetime(2200, 1, 1, tzinfo=UTC)  # later Kafka timestamps are garbage, not times
 
@@ -97,7 +96,7 @@ def whole_length(data: bytes) -> int:
 
 @dataclass(frozen=True)
 class RecordLimits:
-    """What a record may be (the settings of the same names; see ``schemas.settings``)."""
+    """What a record may be (the settings of the same names; see ``emostream.schemas.settings``)."""
 
     max_record_bytes: int = 65_536
     created_at_earliest: datetime = datetime(1990, 1, 1, tzinfo=UTC)

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stream.auth import read_token, token_file
-from stream.sql import SqlError, SqlResult
-from stream.state import endpoint_file, read_state
+from emostream.stream.clickhouse.sql import SqlError, SqlResult
+from emostream.stream.discovery import endpoint_file, read_state
+from emostream.stream.web.auth import read_token, token_file
 
 LABELS_ROUTE = "/labels"  # GET: the training labels snapshot (Parquet); operator's credential only
 LABELS_COUNT_ROUTE = "/labels/count"  # GET: {"labels": n}, the rows that snapshot would have
@@ -135,8 +135,7 @@ def export_training_labels(dsn: str, path: Path) -> int:
     streamed to the file in chunks. Either way the file is checked to be whole Parquet before it counts.
     """
     from clickhouse_connect.driver.binding import format_query_value
-
-    from stream.review.queue import TRAINING_LABELS_WITH_IDS
+    from emostream.stream.review.queue import TRAINING_LABELS_WITH_IDS
 
     statement = TRAINING_LABELS_WITH_IDS.strip().rstrip(";")
     path = path.resolve()  # the engine's working directory is not necessarily ours
@@ -163,7 +162,7 @@ def export_training_labels(dsn: str, path: Path) -> int:
 
 def count_training_labels(dsn: str) -> int:
     """The rows :func:`export_training_labels` would write now (``--watch`` looks at this)."""
-    from stream.review.queue import TRAINING_LABELS_WITH_IDS
+    from emostream.stream.review.queue import TRAINING_LABELS_WITH_IDS
 
     client = trusted_client(dsn)
     try:

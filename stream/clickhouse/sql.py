@@ -63,7 +63,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.settings import Settings
+from emostream.schemas.settings import Settings
 
 READING_STATEMENTS = (
     "SelectWithUnionQuery",
@@ -281,7 +281,7 @@ class ReadOnlySql:
     """A ClickHouse client for untrusted statements. Blocking: call it from a thread of its own."""
 
     def __init__(self, settings: Settings) -> None:
-        from stream.sink import chdb_path
+        from emostream.stream.clickhouse.sink import chdb_path
 
         self.dsn = settings.resolved_query_dsn()
         self.embedded = self.dsn.startswith("chdb://")

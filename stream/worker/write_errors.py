@@ -33,10 +33,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from clickhouse_connect.driver.exceptions import DatabaseError
-
-from schemas import DeadLetter, EmotionScore, ReviewItem
-from stream.isolation import failing_alone
-from stream.records import ConsumedRecord, dead_letter
+from emostream.schemas import DeadLetter, EmotionScore, ReviewItem
+from emostream.stream.worker.isolation import failing_alone
+from emostream.stream.worker.records import ConsumedRecord, dead_letter
 
 log = logging.getLogger("emostream.worker")
 
@@ -102,7 +101,7 @@ class Rows:
 
 
 class RowWriter(Protocol):
-    """The sink's side that :func:`write_isolating` needs (``stream.sink.ClickHouseSink`` is one)."""
+    """The sink's side that :func:`write_isolating` needs (``stream.clickhouse.sink.ClickHouseSink`` is one)."""
 
     def write(
         self, scores: Sequence[EmotionScore], dead_letters: Sequence[DeadLetter], reviews: Sequence[ReviewItem]

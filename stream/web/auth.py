@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from schemas.settings import Settings
-from stream.sessions import Session, SessionCodec, SessionError, cookie_name
+from emostream.schemas.settings import Settings
+from emostream.stream.web.sessions import Session, SessionCodec, SessionError, cookie_name
 
 TOKEN_BYTES = 32
 

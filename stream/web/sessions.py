@@ -9,7 +9,7 @@ A browser cannot send a bearer header on a plain page load, so opening the print
 - unforgeable without the credential, and bound to a scope (a reviewer's session opens the review
   and trends pages only, even though it is the same kind of cookie as an operator's);
 - bound to a reviewer name that the server chose when it issued the cookie (the credential's, see
-  ``stream.auth``): the client can neither pick it at sign-in nor change it later, since changing the
+  ``emostream.stream.web.auth``): the client can neither pick it at sign-in nor change it later, since changing the
   payload breaks the signature. There is no endpoint that re-issues a session under another name.
 
 State-changing requests made with the cookie must also carry ``X-CSRF-Token``: an HMAC of the session's

@@ -16,8 +16,8 @@ the batch in hand, uncommitted (withheld, see :func:`give_way`); what the writer
 comes back once more and the sink leaves it out.
 
 Nothing stops the stream for good. Every record leaves the scorer as a score or a dead letter
-(``stream.records``, ``stream.scoring``), and rows ClickHouse refuses for what they hold become dead
-letters too (``stream.write_errors``). What is left to fail is an outage (the model, ClickHouse or the
+(``stream.worker.records``, ``stream.worker.scoring``), and rows ClickHouse refuses for what they hold become dead
+letters too (``emostream.stream.worker.write_errors``). What is left to fail is an outage (the model, ClickHouse or the
 broker down): the stage that fails retries its batch with back-off, never committing past it, and
 ``WorkerMetrics.health`` says which stage, since when and why, for ``/readyz`` and ``/metrics``.
 """
@@ -34,21 +34,20 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
+from emostream.schemas import DeadLetter, ReviewItem
+from emostream.stream.clickhouse.sink import ClickHouseSink
+from emostream.stream.web.monitoring import WorkerMetrics
+from emostream.stream.worker.records import ConsumedRecord
+from emostream.stream.worker.scoring import BatchResult, BatchScorer
+from emostream.stream.worker.shutdown import Shutdown, StopRequested
+from emostream.stream.worker.write_errors import Rows, describe, write_isolating
 from faust.types import EventT, Message
-
-from schemas import DeadLetter, ReviewItem
-from stream.metrics import WorkerMetrics
-from stream.records import ConsumedRecord
-from stream.scoring import BatchResult, BatchScorer
-from stream.shutdown import Shutdown, StopRequested
-from stream.sink import ClickHouseSink
-from stream.write_errors import Rows, describe, write_isolating
 
 log = logging.getLogger("emostream.worker")
 T = TypeVar("T")
 STOP_POLL_SECONDS = 0.1
 MAX_QUEUED_BATCHES = 4  # scored batches waiting for the writer, and so the most that share one insert
-STAGE_NAMES = {  # the stages of stream.metrics.STAGES, as the log says them
+STAGE_NAMES = {  # the stages of emostream.stream.web.monitoring.STAGES, as the log says them
     "score": "scoring a batch",
     "write": "ClickHouse write of a batch",
     "send": "sending a batch's review and dead-letter records",
@@ -240,7 +239,7 @@ class BatchPipeline:
     async def _write(self, batches: Sequence[ScoredBatch]) -> None:
         """One insert for the batches, their review and dead-letter records, then their acks, in order.
 
-        Rows ClickHouse refuses for what they hold become dead letters (``stream.write_errors``), so each
+        Rows ClickHouse refuses for what they hold become dead letters (``stream.worker.write_errors``), so each
         record still ends as exactly one outcome and the offsets behind it are committed.
         """
         parts = self.parts

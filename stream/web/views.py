@@ -1,9 +1,9 @@
 """The worker's web endpoint: health, readiness, metrics, read-only SQL and the training labels, every route
 behind the credential.
 
-SQL runs on a thread and a ClickHouse client of its own (:class:`stream.sql.ReadOnlySql`), never on
+SQL runs on a thread and a ClickHouse client of its own (:class:`emostream.stream.clickhouse.sql.ReadOnlySql`), never on
 the thread that scores and inserts, so a slow statement cannot stall the stream; the readiness probe's
-``SELECT 1`` likewise (:class:`stream.metrics.ClickHouseProbe`). ``/metrics`` and ``/readyz`` need the
+``SELECT 1`` likewise (:class:`emostream.stream.web.monitoring.ClickHouseProbe`). ``/metrics`` and ``/readyz`` need the
 operator's token like every other route: Prometheus sends it as ``authorization: credentials_file``.
 
 ``GET /labels`` (and ``/labels/count``) hands the retraining job the reviewers' labels: exactly
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faust
-
-from stream.auth import RequestGuard
-from stream.endpoint import (
+from emostream.stream.clickhouse.sql import ReadOnlySql, SqlError
+from emostream.stream.web.auth import RequestGuard
+from emostream.stream.web.endpoint import (
     CHUNK,
     LABELS_COUNT_ROUTE,
     LABELS_ROUTE,
@@ -36,11 +36,10 @@ from stream.endpoint import (
     count_training_labels,
     export_training_labels,
 )
-from stream.sql import ReadOnlySql, SqlError
 
 if TYPE_CHECKING:
-    from stream.metrics import Readiness, WorkerMetrics
-    from stream.scoring import BatchScorer
+    from emostream.stream.web.monitoring import Readiness, WorkerMetrics
+    from emostream.stream.worker.scoring import BatchScorer
 
 SQL_CONTENT_TYPE = "application/json"
 

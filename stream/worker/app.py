@@ -1,7 +1,7 @@
 """The Faust app: one agent that scores ``tweets`` in micro-batches.
 
 Delivery is at-least-once with idempotent writes. The agent takes batches with ``noack_take`` and hands
-them to :class:`stream.pipeline.BatchPipeline`, which acks a batch's events only once its scores are in
+them to :class:`emostream.stream.worker.pipeline.BatchPipeline`, which acks a batch's events only once its scores are in
 ClickHouse and its review and dead-letter records are acknowledged by the broker (acks=all), while the
 next batch is already being scored. Faust commits acked offsets only, so a crash before that point
 re-delivers the batch, and the sink leaves out the rows that are already there.
@@ -16,14 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+from emostream.schemas.settings import Settings
+from emostream.stream.kafka.codecs import register_codecs
+from emostream.stream.kafka.eager_delivery import EagerDeliveryApp
+from emostream.stream.worker.model_swap import ModelWatcher
+from emostream.stream.worker.pipeline import BatchPipeline, WorkerParts, give_way, withhold_acks
+from emostream.stream.worker.shutdown import StopRequested
 from faust.types import EventT
-
-from schemas.settings import Settings
-from stream.codecs import register_codecs
-from stream.eager_delivery import EagerDeliveryApp
-from stream.model_swap import ModelWatcher
-from stream.pipeline import BatchPipeline, WorkerParts, give_way, withhold_acks
-from stream.shutdown import StopRequested
 
 log = logging.getLogger("emostream.worker")
 STREAM_BUFFER_EVENTS = 65_536

@@ -1,12 +1,12 @@
 """The review and trends pages and their JSON API, as aiohttp routes on any aiohttp application.
 
 ``emostream up`` mounts them on the worker's web server (Faust's aiohttp application), ``emostream
-review`` on one of its own: one code path. The guard (``stream.auth``) has already decided who the
+review`` on one of its own: one code path. The guard (``emostream.stream.web.auth``) has already decided who the
 caller is; handlers find it in ``request["principal"]``, whose reviewer name the server bound to the
 credential: no route takes a name from the request (there is no rename). Every asset is served from
 ``static/``: the pages work with no internet.
 
-Request bodies are validated before anything is stored: a tweet id is a ``schemas.messages.TweetId`` (at
+Request bodies are validated before anything is stored: a tweet id is a ``emostream.schemas.messages.TweetId`` (at
 most 512 characters, so a 512 KB id is refused with 400), and a label, an undo or a skip names the item
 by its id and ``text_sha256``, the hash of the text the page showed (64 hex digits).
 """
@@ -19,16 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from emostream.schemas import LABELS, NO_EMOTION, describe_errors
+from emostream.schemas.messages import TweetId
+from emostream.schemas.settings import Settings
+from emostream.stream.clickhouse.trends import BUCKET_FUNCTIONS, TrendsError, parse_duration
+from emostream.stream.review.queue import TextSha256
+from emostream.stream.review.service import ReviewError, ReviewService
+from emostream.stream.web.auth import RequestGuard
+from emostream.stream.web.sessions import SessionError, check_reviewer
 from pydantic import BaseModel, ValidationError
-
-from schemas import LABELS, NO_EMOTION, describe_errors
-from schemas.messages import TweetId
-from schemas.settings import Settings
-from stream.auth import RequestGuard
-from stream.review.queue import TextSha256
-from stream.review.service import ReviewError, ReviewService
-from stream.sessions import SessionError, check_reviewer
-from stream.trends import BUCKET_FUNCTIONS, TrendsError, parse_duration
 
 STATIC = Path(__file__).resolve().parent / "static"
 FIRST_WINDOW = 10  # items the page comes with: review.js's WINDOW

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from emostream.schemas import DeadLetter, EmotionScore, ReviewItem, Tweet
 from faust.serializers import codecs
 from pydantic import BaseModel
-
-from schemas import DeadLetter, EmotionScore, ReviewItem, Tweet
 
 
 class PydanticCodec(codecs.Codec):

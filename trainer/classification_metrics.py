@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from emostream.schemas import LABELS
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
     accuracy_score,
@@ -14,8 +15,6 @@ from sklearn.metrics import (
     f1_score,
     precision_recall_fscore_support,
 )
-
-from schemas import LABELS
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, Any]:

@@ -12,12 +12,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-
-from model.runtime import ScoringRuntime
-from schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet
-from stream.isolation import failing_alone
-from stream.records import DEFAULT_LIMITS, ConsumedRecord, RawRecord, RecordLimits, dead_letter, parse_tweet
-from stream.review_policy import ReviewPolicy
+from emostream.model.runtime import ScoringRuntime
+from emostream.schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet
+from emostream.stream.worker.isolation import failing_alone
+from emostream.stream.worker.records import (
+    DEFAULT_LIMITS,
+    ConsumedRecord,
+    RawRecord,
+    RecordLimits,
+    dead_letter,
+    parse_tweet,
+)
+from emostream.stream.worker.review_policy import ReviewPolicy
 
 __all__ = ["BatchResult", "BatchScorer", "ConsumedRecord", "RawRecord", "make_scores", "parse_tweet"]
 log = logging.getLogger("emostream.worker")
@@ -29,7 +35,7 @@ class BatchResult:
     """A batch's outcomes: one score (maybe with a review item) or one dead letter per record.
 
     ``sources[i]`` is the record ``scores[i]`` came from, so a row ClickHouse refuses can still become
-    that record's dead letter (``stream.write_errors``).
+    that record's dead letter (``emostream.stream.worker.write_errors``).
     """
 
     scores: list[EmotionScore] = field(default_factory=list)
