@@ -31,6 +31,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python tools/typecheck.py
 
 # The browser test drives Debian's chromium; installed here when missing (no browser download at test time).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

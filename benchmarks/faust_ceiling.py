@@ -38,7 +38,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emostream.schemas.settings import load_settings  # noqa: E402
+from emostream.settings import load_settings  # noqa: E402
 from emostream.stream.kafka.broker import EmbeddedBroker  # noqa: E402
 from emostream.stream.kafka.ingest import produce, replay_tweets  # noqa: E402
 from emostream.stream.kafka.topics import ensure_topics  # noqa: E402
@@ -48,6 +48,7 @@ from emostream.trainer.data import load_emotion  # noqa: E402
 def serve(bootstrap: str, topic: str, n: int, batch: int, result: Path, datadir: Path, eager: bool) -> None:
     """The app: take batches like the worker's agent, ack them, write the seconds taken once ``n`` are in."""
     import faust
+
     from emostream.stream.kafka.eager_delivery import EagerDeliveryApp
     from emostream.stream.worker.app import STREAM_BUFFER_EVENTS, limit_fetch_wait
     from emostream.stream.worker.process import use_event_loop

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from emostream.model.registry import ModelRegistry  # noqa: E402
 from emostream.model.runtime import ScoringRuntime, load_runtime, resolve_device  # noqa: E402
-from emostream.schemas.settings import load_settings  # noqa: E402
+from emostream.settings import load_settings  # noqa: E402
 
 
 def rate(work: object, texts: Sequence[str], batch: int) -> float:

@@ -47,11 +47,10 @@ sys.path.insert(0, str(ROOT))
 
 from emostream.model.registry import ModelRegistry  # noqa: E402
 from emostream.schemas import LABELS, Tweet  # noqa: E402
+from emostream.stack import stop, wait_for_stack  # noqa: E402
 from emostream.stream.discovery import broker_file  # noqa: E402
 from emostream.stream.kafka.ingest import produce  # noqa: E402
 from emostream.stream.web.endpoint import Endpoint  # noqa: E402
-
-from emostream.demo import _stop, _wait_for_stack  # noqa: E402
 
 WASSA = ROOT.parent / "shared" / "data" / "wassa2017"
 WASSA_LABELS = ("anger", "fear", "joy", "sadness")
@@ -185,7 +184,7 @@ def main() -> None:
     with (home / "up.log").open("wb") as up_log:
         stack = subprocess.Popen([sys.executable, "-m", "emostream", "up"], env=env, stdout=up_log, stderr=up_log)
     try:
-        endpoint, bootstrap = _wait_for_stack(
+        endpoint, bootstrap = wait_for_stack(
             stack, home / "clickhouse", broker_file(home), home / "up.log", timeout=300
         )
         console.print(f"[bold]1. before[/bold]: {len(dev)} dev tweets through {champion.name}")
@@ -253,7 +252,7 @@ def main() -> None:
         wait_for_rows(endpoint, "dev", len(dev), served)
         results["dev_accuracy_after"], results["dev_accuracy_plain_after"] = accuracy(endpoint, "dev", served, dev_gold)
     finally:
-        _stop(stack)
+        stop(stack)
 
     table = Table(title=f"Review loop on wassa2017 ({champion.name} -> {results.get('challenger')})")
     table.add_column("measure")

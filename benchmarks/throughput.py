@@ -49,17 +49,16 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.model_speed import rate  # noqa: E402
 from emostream.model.registry import ModelRegistry  # noqa: E402
 from emostream.model.runtime import FIXED_RUNTIME, EmotionModel, ScoringRuntime, load_runtime  # noqa: E402
-from emostream.schemas.settings import load_settings  # noqa: E402
+from emostream.settings import load_settings  # noqa: E402
 from emostream.stream.discovery import endpoint_file, read_state  # noqa: E402
 from emostream.stream.kafka.broker import EmbeddedBroker  # noqa: E402
 from emostream.stream.kafka.ingest import produce  # noqa: E402
 from emostream.stream.kafka.topics import ensure_topics  # noqa: E402
 from emostream.stream.web.endpoint import Endpoint  # noqa: E402
 from emostream.trainer.data import load_emotion  # noqa: E402
-
-from benchmarks.model_speed import rate  # noqa: E402
 
 console = Console(stderr=True)
 

@@ -21,10 +21,11 @@ USER_ERRORS = {  # module: (exception, what to put before its message)
     "emostream.model.registry": ("RegistryError", ""),
     "emostream.stream.discovery": ("NoBrokerError", ""),
     "emostream.stream.clickhouse.sql": ("SqlError", "ClickHouse: "),
-    "emostream.stream.clickhouse.sink": ("SchemaError", ""),
+    "emostream.stream.clickhouse.ddl": ("SchemaError", ""),
     "emostream.stream.clickhouse.trends": ("TrendsError", ""),
     "emostream.trainer.retrain": ("RetrainError", ""),
     "emostream.stream.review.simulate": ("SimulationError", ""),
+    "emostream.stream.kafka.faust_internals": ("FaustInternalsMissing", ""),
 }
 
 

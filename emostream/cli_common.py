@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, get_origin
 import typer
 from pydantic import AwareDatetime, SecretStr
 
-from emostream.schemas.settings import Settings, load_settings
+from emostream.settings import Settings, load_settings
 
 app = typer.Typer(
     name="emostream",

@@ -26,6 +26,7 @@ class TextConsole(Console):
     """
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
+        """Print as rich does, but every ``str`` as :func:`literal` text and without highlighting."""
         kwargs.setdefault("highlight", False)
         super().print(*(literal(o) if isinstance(o, str) else o for o in objects), **kwargs)
 
@@ -56,6 +57,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], raw
 
 
 def frame_table(title: str, frame: pd.DataFrame, index: bool = True) -> Table:
+    """A DataFrame as a :func:`table`, its index as the first column unless ``index`` is False."""
     columns = ([frame.index.name or ""] if index else []) + [str(c) for c in frame.columns]
     rows = (
         [idx, *values] if index else list(values)
@@ -74,6 +76,7 @@ def metrics_table(title: str, named_metrics: dict[str, dict[str, Any]]) -> Table
 
 
 def per_class_table(title: str, metrics: dict[str, Any]) -> Table:
+    """Precision, recall, F1 and support per label, from one split's :func:`classification_metrics` result."""
     return table(
         title,
         ["label", "precision", "recall", "F1", "support"],

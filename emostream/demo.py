@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,8 @@ from tqdm.auto import tqdm
 
 from emostream.console import err, out, table
 from emostream.schemas import LABELS
-from emostream.schemas.settings import Settings
+from emostream.settings import Settings
+from emostream.stack import stop, wait_for_stack
 from emostream.stream.web.endpoint import Endpoint
 
 REVIEW_URL = re.compile(r"review page: (http://\S+)")
@@ -38,7 +38,6 @@ MALFORMED = (b"not json at all", b'{"id": "demo-bad-1"}', b'{"id": "demo-bad-2",
 
 def run_demo(settings: Settings, train: Callable[[], None], keep_open: bool = False) -> None:
     from emostream.model.registry import ModelRegistry
-    from emostream.stream.clickhouse.sink import chdb_path
     from emostream.stream.discovery import broker_file
     from emostream.stream.kafka.ingest import produce, replay_tweets
     from emostream.trainer.data import load_emotion
@@ -72,9 +71,9 @@ def run_demo(settings: Settings, train: Callable[[], None], keep_open: bool = Fa
     with open(log_path, "wb") as log:
         stack = subprocess.Popen([sys.executable, "-m", "emostream", "up"], env=env, stdout=log, stderr=log)
     try:
-        dsn_dir = chdb_path(settings.resolved_clickhouse_dsn())
+        dsn_dir = settings.clickhouse().directory
         assert dsn_dir is not None
-        endpoint, bootstrap = _wait_for_stack(stack, dsn_dir, broker_file(settings.home), log_path)
+        endpoint, bootstrap = wait_for_stack(stack, dsn_dir, broker_file(settings.home), log_path)
         run_id = time.strftime("demo%Y%m%d%H%M%S")
         tweets = ((i, t) for i, t in enumerate(replay_tweets(texts, "test", list(DEMO_BRANDS), run_id), 1))
         err.print(
@@ -103,26 +102,7 @@ def run_demo(settings: Settings, train: Callable[[], None], keep_open: bool = Fa
             except KeyboardInterrupt:
                 err.print("stopping the stack")
     finally:
-        _stop(stack)
-
-
-def _wait_for_stack(
-    stack: subprocess.Popen, data_dir: Path, broker: Path, log_path: Path, timeout: float = 180.0
-) -> tuple[Endpoint, str]:
-    from emostream.stream.discovery import endpoint_file, read_state
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if stack.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-            raise RuntimeError(f"`emostream up` exited with {stack.returncode}:\n" + "\n".join(tail))
-        web, kafka = read_state(endpoint_file(data_dir)), read_state(broker)
-        if web and kafka and web["pid"] == stack.pid:
-            endpoint = Endpoint.find(data_dir)
-            if endpoint is not None:
-                return endpoint, str(kafka["bootstrap"])
-        time.sleep(0.2)
-    raise RuntimeError(f"`emostream up` did not come up within {timeout:.0f} s; see {log_path}")
+        stop(stack)
 
 
 async def _send_raw(bootstrap: str, topic: str, values: tuple[bytes, ...]) -> None:
@@ -244,14 +224,3 @@ def _print_next_steps() -> None:
             raw=True,
         )
     )
-
-
-def _stop(stack: subprocess.Popen, timeout: float = 60.0) -> None:
-    if stack.poll() is not None:
-        return
-    stack.send_signal(signal.SIGINT)
-    try:
-        stack.wait(timeout)
-    except subprocess.TimeoutExpired:
-        stack.kill()
-        stack.wait()

@@ -1,158 +1,76 @@
-"""The review loop's commands: `retrain` (once or as the watching job) and `review simulate`.
+"""The review loop's commands: `retrain` (once or as the watching job) and `review simulate`, and the
+CSV that `emostream labels` prints of the reviewers' labels.
 
-They sit on top of both halves: the labels come out of ClickHouse on a trusted path (the running
-`up`'s operator-only ``/labels`` route in the embedded mode, else a client of our own on the writer's
-DSN; never user SQL, whose row limit would cut the snapshot), and the training side turns a snapshot
-of them (Parquet, which keeps every string as it is) into a challenger. Neither half imports the other.
+Shells over the library: the retraining job itself (the labels out of ClickHouse on a trusted path, one
+round, the watch loop) is ``emostream.retraining``, the snapshot's format ``emostream.schemas.labels``,
+and the lock that keeps rounds apart the registry's (``ModelRegistry.retrain_lock``). What is here: the
+options, the settings a round is given, the printed results, and which errors exit 2.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
+from emostream import retraining
 from emostream.cli_common import Data, Dsn, Home, Registry, UsageError, app, setting, settings_from
 from emostream.console import err, literal, out, table
-from emostream.schemas.settings import Settings
+from emostream.settings import Settings
 from emostream.streaming_commands import review_app
 
 if TYPE_CHECKING:
-    from emostream.stream.web.endpoint import Endpoint
-
-LOCK_FILE = ".retrain.lock"
-
-
-@contextmanager
-def one_round_at_a_time(registry: Path, wait: bool) -> Iterator[None]:
-    """An exclusive lock in the registry: two retrain processes never train at once (``--watch`` waits)."""
-    registry.mkdir(parents=True, exist_ok=True)
-    with (registry / LOCK_FILE).open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise UsageError(f"{registry}: a retraining round is running already ({holder}); try again later") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _labels_source(settings: Settings) -> tuple[str, Endpoint | None]:
-    """The writer's DSN, and the running `up`'s endpoint when one owns its chDB directory (else None)."""
-    from emostream.stream.clickhouse.sink import chdb_path
-    from emostream.stream.web.endpoint import Endpoint
-
-    dsn = settings.resolved_clickhouse_dsn()
-    directory = chdb_path(dsn)
-    endpoint = Endpoint.find(directory) if directory else None
-    if endpoint is None and directory is not None and not directory.exists():
-        raise UsageError(
-            f"{directory}: no ClickHouse data here yet; start `emostream up` or set EMOSTREAM_CLICKHOUSE_DSN"
-        )
-    return dsn, endpoint
+    from emostream.trainer.retrain import RetrainResult
 
 
 def export_labels(settings: Settings, path: Path) -> int:
-    """The reviewers' current labels (``TRAINING_LABELS_WITH_IDS``) as a Parquet file at ``path``; its rows.
+    """The reviewers' current labels as a Parquet snapshot at ``path``, from the writer's ClickHouse; its rows.
 
-    Trusted, not user SQL: through the running `up`'s ``/labels`` route (it owns the chDB directory), or a
-    client of our own on the writer's DSN (no `up`, or a ClickHouse server). No row limit applies.
+    :func:`emostream.retraining.export_labels` for `emostream labels` (in streaming_commands), with
+    ``LabelsUnavailable`` (no ClickHouse data yet) as a UsageError.
     """
-    from emostream.stream.web.endpoint import export_training_labels
-
-    dsn, endpoint = _labels_source(settings)
-    return endpoint.training_labels(path) if endpoint is not None else export_training_labels(dsn, path)
-
-
-def export_snapshot(settings: Settings, directory: Path) -> tuple[Path, int]:
-    """The reviewers' current labels (tweet_id, text, label) written to a Parquet file, and how many there are."""
-    path = directory / f"review_labels-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
-    return path, export_labels(settings, path)
-
-
-def count_labels(settings: Settings) -> int:
-    """The rows a snapshot would have now, the same trusted way."""
-    from emostream.stream.web.endpoint import count_training_labels
-
-    dsn, endpoint = _labels_source(settings)
-    return endpoint.count_training_labels() if endpoint is not None else count_training_labels(dsn)
-
-
-def snapshot_records(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
-    """The columns of a labels snapshot (Parquet), row by row, read a batch at a time (not all at once)."""
-    import pyarrow.parquet as pq
-
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=16_384, columns=list(columns)):
-        try:
-            values = [batch.column(name).to_pylist() for name in columns]
-        except UnicodeDecodeError:  # a String in ClickHouse holds bytes; emostream only ever writes UTF-8
-            raise UsageError(
-                "a label's tweet_id or text in ClickHouse is not valid UTF-8: fix or delete that row"
-            ) from None
-        yield from zip(*values, strict=True)
+    try:
+        return retraining.export_labels(settings.resolved_clickhouse_dsn(), path)
+    except retraining.LabelsUnavailable as exc:
+        raise UsageError(str(exc)) from None
 
 
 def write_labels_csv(snapshot: Path, handle: IO[str], with_ids: bool) -> int:
     """The snapshot as the CSV `emostream labels` prints (``text,label``, or with ``tweet_id`` first)."""
+    from emostream.schemas.labels import SNAPSHOT_COLUMNS, SnapshotError, snapshot_records
     from emostream.streaming_commands import csv_writer
 
-    columns = ("tweet_id", "text", "label") if with_ids else ("text", "label")
+    columns = SNAPSHOT_COLUMNS if with_ids else tuple(name for name in SNAPSHOT_COLUMNS if name != "tweet_id")
     writerow = csv_writer(handle)
     writerow(columns)
     n = 0
-    for row in snapshot_records(snapshot, columns):
-        writerow(row)
-        n += 1
+    try:
+        for row in snapshot_records(snapshot, columns):
+            writerow(row)
+            n += 1
+    except SnapshotError:  # emostream only ever writes UTF-8 there; a row written another way may not be
+        raise UsageError(
+            "a label's tweet_id or text in ClickHouse is not valid UTF-8: fix or delete that row"
+        ) from None
     return n
 
 
-def run_round(settings: Settings, labels_file: Path | None) -> Any:
-    """Snapshot the labels (unless a file is given), train, judge, publish; print what was decided."""
-    from emostream.model.registry import ModelRegistry
-    from emostream.trainer.data import ColumnMap, load_emotion
-    from emostream.trainer.retrain import RetrainPolicy, retrain
+def _retrain_job(settings: Settings) -> retraining.RetrainJob:
+    """What a round works with, from the settings: the registry, the writer's DSN, the base data, the policy."""
+    from emostream.trainer.data import ColumnMap
 
-    policy = RetrainPolicy(
-        holdout=settings.retrain_holdout,
-        margin=settings.retrain_margin,
-        tolerance=settings.retrain_tolerance,
-        epochs=settings.retrain_epochs,
-        learning_rate=settings.retrain_learning_rate,
-        replay=settings.retrain_replay,
-        review_weight=settings.retrain_review_weight,
-        batch_size=settings.batch_size,
-        warmup_ratio=settings.warmup_ratio,
-        weight_decay=settings.weight_decay,
-        max_length=settings.max_length,
-        seed=settings.seed,
+    return retraining.RetrainJob(
+        registry=settings.registry,
+        dsn=settings.resolved_clickhouse_dsn(),
+        data=settings.data,
+        columns=ColumnMap(settings.text_column, settings.label_column),
+        policy=settings.retrain_policy(),
     )
-    registry = ModelRegistry(settings.registry)
-    champion = registry.require_current()
-    with tempfile.TemporaryDirectory(prefix="emostream-labels-") as scratch:
-        if labels_file is None:
-            labels_file, n = export_snapshot(settings, Path(scratch))
-            err.print(f"snapshot of {n:,} labels from ClickHouse")
-        base = load_emotion(settings.data, ColumnMap(settings.text_column, settings.label_column), settings.seed)
-        err.print(
-            f"retraining {champion.name} for {policy.epochs:g} epochs on reviewed tweets and "
-            f"{min(policy.replay, len(base['train'])):,} replayed base examples"
-        )
-        result = retrain(base, labels_file, registry, policy, data_source=settings.data)
+
+
+def _print_round(result: RetrainResult) -> None:
+    """What a round decided: both models' scores (stdout), the verdict (stderr), the new version's directory last."""
     record = result.record
     scores = record["scores"]
     out.print(
@@ -173,7 +91,6 @@ def run_round(settings: Settings, labels_file: Path | None) -> Any:
     verdict = "promoted to current" if result.promoted else f"not promoted, {record['parent']} stays current"
     err.print(literal(f"{result.version.name}: {verdict} ({record['decision']['reason']})"))
     print(result.version.path.resolve())
-    return result
 
 
 @app.command()
@@ -216,75 +133,19 @@ def retrain(
         raise UsageError("--labels and --watch do not go together: --watch reads the labels from ClickHouse")
     if labels is not None and not labels.is_file():
         raise UsageError(f"--labels: {labels} is not a file")
-    if not watch:
-        with one_round_at_a_time(settings.registry, wait=False):
-            run_round(settings, labels)
+    job = _retrain_job(settings)
+    if watch:  # until Ctrl-C: it logs what fails and waits
+        retraining.watch_labels(job, settings.retrain_min_labels, interval, _print_round)
         return
-    watch_labels(settings, interval)
-
-
-def watch_labels(settings: Settings, interval: float, sleep: Any = time.sleep) -> None:
-    """The offline job: a round whenever --retrain-min-labels new labels have arrived since the last one.
-
-    It outlives any round it cannot run and any outage: the error is logged and the job waits. A round
-    that failed on the labels themselves (a bad snapshot, too few to hold out, any error that is not an
-    outage) is tried again once the label count has changed; an outage (ClickHouse, the endpoint, the
-    disk) after the interval. Ctrl-C (KeyboardInterrupt) stops it.
-    """
-    from emostream.model.registry import ModelRegistry
-    from emostream.stream.clickhouse.sql import SqlError
-    from emostream.trainer.retrain import labels_since_last_round
-
-    registry = ModelRegistry(settings.registry)
-    err.print(
-        f"watching the review labels every {interval:g} s; a round starts at {settings.retrain_min_labels:,} new "
-        "labels (Ctrl-C stops)"
-    )
-    outages = (OSError, SqlError)  # ClickHouse, the endpoint, the network, the disk
-    failed_at: int | None = None  # the label count at which a round failed on its data: wait for it to change
-    while True:
-        try:
-            seen, now = labels_since_last_round(registry), count_labels(settings)
-        except Exception as exc:
-            _watch_warning("cannot count the labels", exc, f"trying again in {interval:g} s")
-        else:
-            if now - seen >= settings.retrain_min_labels and now != failed_at:
-                err.print(f"{now - seen:,} new labels since the last round: starting one")
-                try:
-                    with one_round_at_a_time(settings.registry, wait=True):
-                        run_round(settings, None)
-                    failed_at = None
-                except Exception as exc:
-                    if isinstance(exc, outages):
-                        failed_at = None
-                        _watch_warning("the round stopped", exc, f"trying again in {interval:g} s")
-                    else:
-                        failed_at = now
-                        _watch_warning(
-                            "the round could not run", exc, f"trying again once new labels arrive (now {now:,})"
-                        )
-        sleep(interval)
-
-
-def _watch_warning(what: str, exc: Exception, then: str) -> None:
-    """One line on stderr; the exception's text (ClickHouse's, a file's) printed literally, never as markup."""
-    from rich.text import Text
-
-    from emostream.model.registry import RegistryError
-    from emostream.stream.clickhouse.sql import SqlError
-    from emostream.trainer.data import DataError
-    from emostream.trainer.retrain import RetrainError
-
-    known = isinstance(exc, DataError | RetrainError | SqlError | UsageError | RegistryError)
-    message = str(exc) if known else f"{type(exc).__name__}: {exc}"
-    err.print(
-        Text.assemble(("retrain --watch: ", "yellow"), f"{what}: ", literal(message, newlines=False), f"; {then}")
-    )
+    try:
+        result = retraining.run_round(job, labels)
+    except retraining.LabelsUnavailable as exc:  # no ClickHouse data here yet
+        raise UsageError(str(exc)) from None
+    _print_round(result)
 
 
 def _review_service(settings: Settings, url: str | None) -> tuple[str, str]:
     """The review API's address and a credential: given, or the running `up`'s (embedded mode)."""
-    from emostream.stream.clickhouse.sink import chdb_path
     from emostream.stream.web.endpoint import Endpoint
 
     secret = settings.review_token or settings.web_token
@@ -292,7 +153,7 @@ def _review_service(settings: Settings, url: str | None) -> tuple[str, str]:
         if secret is None:
             raise UsageError("--url needs a credential: set EMOSTREAM_REVIEW_TOKEN (or EMOSTREAM_WEB_TOKEN)")
         return url, secret.get_secret_value()
-    directory = chdb_path(settings.resolved_clickhouse_dsn())
+    directory = settings.clickhouse().directory
     endpoint = Endpoint.find(directory) if directory else None
     if endpoint is None:
         raise UsageError(

@@ -1,10 +1,149 @@
-"""``emostream.settings.Settings``: the settings class under the distribution's own name.
+"""Every emostream setting in one place: a default, an ``EMOSTREAM_*`` environment variable and a CLI flag.
 
-The settings live in ``emostream.schemas.settings`` (the bottom layer, which every part imports); this alias lets
-tools outside the code, such as the deployment checks that test each ``EMOSTREAM_*`` variable of
-docker-compose.yml against ``Settings.model_fields``, import them from the package named ``emostream``.
+Each field is declared once, in the room whose code reads it (``model.config``, ``trainer.config``,
+``stream.kafka.config``, ...); ``Settings`` inherits them all, adds what only the command line needs
+(where the data, registry and state are; where Kafka and ClickHouse are), and builds the small frozen
+configs the parts are handed (``worker_setup``, ``review_setup``, ``train_config``, ...), once, here at the
+top. No part below the CLI sees ``Settings``.
+
+The CLI passes only the flags a user typed as keyword arguments, which pydantic-settings ranks above the
+environment, so the precedence is: flag > environment variable > ``.env`` file > default.
 """
 
-from emostream.schemas.settings import Settings
+from __future__ import annotations
 
-__all__ = ["Settings"]
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from emostream.model.config import RuntimeConfig
+from emostream.stream.clickhouse.dsn import ClickHouseDsn
+from emostream.stream.clickhouse.sql import SqlLimits
+from emostream.stream.kafka.config import KafkaConfig, Topics
+from emostream.stream.review.service import ReviewConfig, ReviewSetup
+from emostream.stream.web.auth import WebConfig
+from emostream.stream.worker.config import MicroBatch, WorkerConfig, WorkerSetup
+from emostream.stream.worker.records import RecordLimits
+from emostream.stream.worker.review_policy import ReviewRouting
+from emostream.trainer.config import RetrainPolicy, RetrainSettings, TrainConfig, TrainingSettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path("../shared/data/emotion")
+HUB_DATASET = "emotion"
+Piece = TypeVar("Piece", bound=BaseModel)
+
+
+def default_data_source() -> str:
+    """``../shared/data/emotion`` when it exists (from the working directory or the checkout), else the Hub."""
+    for candidate in (SHARED_DATA, REPO_ROOT / SHARED_DATA):
+        if candidate.is_dir():
+            return str(candidate.resolve())
+    return HUB_DATASET
+
+
+class Settings(
+    BaseSettings,
+    TrainingSettings,
+    RuntimeConfig,
+    KafkaConfig,
+    Topics,
+    MicroBatch,
+    RecordLimits,
+    ReviewRouting,
+    WorkerConfig,
+    WebConfig,
+    ReviewConfig,
+    RetrainSettings,
+    SqlLimits,
+):
+    """All options; field descriptions double as the CLI's help text."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EMOSTREAM_",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,  # secrets among them
+        frozen=False,
+    )
+
+    # data
+    data: str = Field(default_factory=default_data_source, description="data directory, file or Hub data set id")
+    text_column: str = Field("text", description="column (CSV) or key (JSON) holding the text")
+    label_column: str = Field("label", description="column (CSV) or key (JSON) holding the label")
+    # model registry and outputs
+    registry: Path = Field(Path("models"), description="model registry directory")
+    reports: Path = Field(Path("reports"), description="directory for plots and CSV reports")
+    # where the streaming parts are
+    home: Path = Field(Path(".emostream"), description="state directory of the embedded mode")
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: the embedded broker")
+    clickhouse_dsn: str | None = Field(None, description="ClickHouse DSN; unset: chdb:///<home>/clickhouse")
+    clickhouse_query_dsn: str | None = Field(
+        None, description="ClickHouse DSN for user SQL, a read-only user in production; unset: the worker's DSN"
+    )
+
+    def piece(self, kind: type[Piece]) -> Piece:
+        """One of the small configs this class inherits, with the values set here."""
+        mine = type(self).model_fields
+        return kind.model_validate({name: getattr(self, name) for name in kind.model_fields if name in mine})
+
+    def clickhouse(self) -> ClickHouseDsn:
+        """The writer's ClickHouse: the configured DSN, else the embedded engine under ``home``."""
+        if self.clickhouse_dsn:
+            return ClickHouseDsn(self.clickhouse_dsn)
+        return ClickHouseDsn.embedded_in(self.home / "clickhouse")
+
+    def query_clickhouse(self) -> ClickHouseDsn:
+        """User SQL's ClickHouse: the read-only DSN when one is configured, else the writer's."""
+        return ClickHouseDsn(self.clickhouse_query_dsn) if self.clickhouse_query_dsn else self.clickhouse()
+
+    def resolved_clickhouse_dsn(self) -> str:
+        """The writer's DSN as text (for processes and files that take a string)."""
+        return self.clickhouse().url
+
+    def resolved_query_dsn(self) -> str:
+        """User SQL's DSN as text."""
+        return self.query_clickhouse().url
+
+    def review_setup(self) -> ReviewSetup:
+        """What a review service is built from."""
+        return ReviewSetup(
+            review=self.piece(ReviewConfig),
+            labels_topic=self.topic_labels,
+            dsn=self.clickhouse(),
+            query_dsn=self.query_clickhouse(),
+            sql=self.piece(SqlLimits),
+        )
+
+    def worker_setup(self) -> WorkerSetup:
+        """What ``run_worker`` is built from."""
+        return WorkerSetup(
+            registry=self.registry,
+            home=self.home,
+            runtime=self.piece(RuntimeConfig),
+            kafka=self.piece(KafkaConfig),
+            topics=self.piece(Topics),
+            batch=self.piece(MicroBatch),
+            limits=self.piece(RecordLimits),
+            routing=self.piece(ReviewRouting),
+            worker=self.piece(WorkerConfig),
+            web=self.piece(WebConfig),
+            dsn=self.clickhouse(),
+            query_dsn=self.query_clickhouse(),
+            sql=self.piece(SqlLimits),
+            review=self.review_setup(),
+        )
+
+    def train_config(self) -> TrainConfig:
+        """A first training's configuration (``emostream train``)."""
+        return self.piece(TrainConfig)
+
+    def retrain_policy(self) -> RetrainPolicy:
+        """A retraining round's configuration (``emostream retrain``)."""
+        return self.piece(RetrainPolicy)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with the flags the user gave (``None`` means not given)."""
+    return Settings(**{key: value for key, value in overrides.items() if value is not None})

@@ -26,8 +26,8 @@ from emostream.cli_common import (
 )
 from emostream.console import err, out, table
 from emostream.schemas import LABELS
-from emostream.schemas.settings import Settings, load_settings
 from emostream.schemas.text import escape_control
+from emostream.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from emostream.stream.clickhouse.sql import SqlResult
@@ -36,6 +36,7 @@ Bootstrap = Annotated[str | None, setting("kafka_bootstrap")]
 
 
 def configure_logging() -> None:
+    """Log as the worker does (its ``LOGGING_CONFIG``): emostream's INFO, others' warnings, to stderr, escaped."""
     from emostream.stream.worker.process import LOGGING_CONFIG
 
     logging.config.dictConfig(LOGGING_CONFIG)
@@ -113,7 +114,7 @@ def worker(settings: Settings) -> None:
     from emostream.stream.worker.process import run_worker
 
     configure_logging()
-    raise typer.Exit(run_worker(settings, resolve_bootstrap(settings.kafka_bootstrap, settings.home)))
+    raise typer.Exit(run_worker(settings.worker_setup(), resolve_bootstrap(settings.kafka_bootstrap, settings.home)))
 
 
 PAGE_FIELDS = ("review_token", "reviewer", "review_lease", "session_hours", "topic_labels")
@@ -131,7 +132,7 @@ def up(settings: Settings) -> None:
     configure_logging()
     shutdown = Shutdown(settings.shutdown_timeout)
     if settings.kafka_bootstrap:
-        raise typer.Exit(run_worker(settings, settings.kafka_bootstrap, shutdown, review=True))
+        raise typer.Exit(run_worker(settings.worker_setup(), settings.kafka_bootstrap, shutdown, review=True))
     settings.home.mkdir(parents=True, exist_ok=True)
     state = broker_file(settings.home)
     with EmbeddedBroker(log_file=settings.home / "broker.log") as embedded:
@@ -140,7 +141,7 @@ def up(settings: Settings) -> None:
         write_state(state, bootstrap=embedded.bootstrap)
         err.print(f"embedded broker on {embedded.bootstrap} (in memory: topics vanish when `up` stops)")
         try:
-            code = run_worker(settings, embedded.bootstrap, shutdown, review=True)
+            code = run_worker(settings.worker_setup(), embedded.bootstrap, shutdown, review=True)
         finally:
             remove_state(state)
     raise typer.Exit(code)
@@ -176,16 +177,17 @@ def review(settings: Settings) -> None:
     elsewhere. Prints the page's URL (with a generated token unless EMOSTREAM_REVIEW_TOKEN is set).
     `emostream review simulate` answers the queue from a file of gold labels instead of people.
     """
-    from emostream.stream.clickhouse.sink import chdb_path
     from emostream.stream.discovery import resolve_bootstrap
     from emostream.stream.review.server import serve_review
+    from emostream.stream.web.auth import WebConfig
     from emostream.stream.web.endpoint import Endpoint
 
-    directory = chdb_path(settings.resolved_clickhouse_dsn())
+    directory = settings.clickhouse().directory
     if directory is not None and Endpoint.find(directory) is not None:
         raise UsageError(f"`emostream up` owns {directory} and serves its review page already: open the URL it printed")
     configure_logging()
-    raise typer.Exit(serve_review(settings, resolve_bootstrap(settings.kafka_bootstrap, settings.home)))
+    bootstrap = resolve_bootstrap(settings.kafka_bootstrap, settings.home)
+    raise typer.Exit(serve_review(settings.review_setup(), settings.piece(WebConfig), settings.partitions, bootstrap))
 
 
 @app.command()
@@ -287,10 +289,9 @@ def sql(
 
 def run_sql(settings: Settings, statement: str) -> SqlResult:
     """Through the running worker's endpoint when it owns the chDB directory, else with a client of our own."""
-    from emostream.stream.clickhouse.sink import chdb_path
     from emostream.stream.web.endpoint import Endpoint
 
-    directory = chdb_path(settings.resolved_query_dsn())
+    directory = settings.query_clickhouse().directory
     endpoint = Endpoint.find(directory) if directory else None
     if endpoint is not None:
         return endpoint.sql(statement, timeout=settings.sql_timeout + 10)
@@ -298,9 +299,9 @@ def run_sql(settings: Settings, statement: str) -> SqlResult:
         raise UsageError(
             f"{directory}: no ClickHouse data here yet; start `emostream up` or set EMOSTREAM_CLICKHOUSE_DSN"
         )
-    from emostream.stream.clickhouse.sql import ReadOnlySql
+    from emostream.stream.clickhouse.sql import ReadOnlySql, SqlLimits
 
-    client = ReadOnlySql(settings)
+    client = ReadOnlySql(settings.query_clickhouse(), settings.piece(SqlLimits))
     try:
         return client.query(statement)
     finally:

@@ -27,7 +27,7 @@ from emostream.cli_common import (
     settings_from,
 )
 from emostream.console import err, frame_table, literal, metrics_table, out, per_class_table, table
-from emostream.schemas.settings import Settings, load_settings
+from emostream.settings import Settings, load_settings
 
 
 def _load_data(settings: Settings):  # -> DatasetDict
@@ -49,9 +49,10 @@ def _model_dir(settings: Settings, model: str | None) -> Path:
 
 
 def _load_model(settings: Settings, model: str | None):  # -> EmotionModel
+    from emostream.model.config import RuntimeConfig
     from emostream.model.runtime import load_runtime
 
-    return load_runtime(settings, _model_dir(settings, model))
+    return load_runtime(settings.piece(RuntimeConfig), _model_dir(settings, model))
 
 
 @app.command()
@@ -129,19 +130,10 @@ def train(
     settings = settings_from(locals())
     from emostream.model.registry import ModelRegistry
     from emostream.trainer.data import source_files
-    from emostream.trainer.finetune import TrainConfig, fine_tune
+    from emostream.trainer.finetune import fine_tune
 
     dataset = _load_data(settings)
-    config = TrainConfig(
-        base_model=settings.base_model,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        warmup_ratio=settings.warmup_ratio,
-        weight_decay=settings.weight_decay,
-        max_length=settings.max_length,
-        seed=settings.seed,
-    )
+    config = settings.train_config()
     err.print(f"fine-tuning {settings.base_model} for {settings.epochs:g} epochs on {len(dataset['train']):,} tweets")
     result = fine_tune(
         dataset,
@@ -297,6 +289,7 @@ def predict(
 
 
 def serving_table(serving: dict[str, Any]) -> Any:
+    """A version's ``serving.json`` as a table: each fast runtime's validation accuracy and verdict beside fp32's."""
     rows = [["torch-fp32", serving["fp32_accuracy"], "", "reference"]]
     for name, verdict in serving["runtimes"].items():
         rows.append(

@@ -6,6 +6,7 @@ Layout::
       current            # one line: the version serving uses, e.g. "v0002"
       v0001/             # save_pretrained() weights + tokenizer, metrics.json, training.json, README.md
       v0002/
+      .retrain.lock      # held by the retraining round in progress (`ModelRegistry.retrain_lock`)
 
 A version is staged in a hidden directory and renamed into place, so readers never see half a model;
 ``current`` is replaced atomically, so a worker polling it reads either the old or the new version.
@@ -13,10 +14,13 @@ A version is staged in a hidden directory and renamed into place, so readers nev
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 CURRENT_FILE = "current"
 METRICS_FILE = "metrics.json"
 RETRAIN_FILE = "retrain.json"  # lineage of a version trained by `emostream retrain`
+RETRAIN_LOCK_FILE = ".retrain.lock"  # one retraining round at a time (ModelRegistry.retrain_lock)
 
 
 def version_order(name: str) -> tuple[bool, int, str]:
@@ -44,6 +49,10 @@ def version_order(name: str) -> tuple[bool, int, str]:
 
 class RegistryError(RuntimeError):
     """The registry is missing, empty or points at a version that is not there."""
+
+
+class RetrainBusy(RegistryError):
+    """Another retraining round holds the registry's lock (see :meth:`ModelRegistry.retrain_lock`)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,36 @@ class ModelRegistry:
                     continue
                 raise
             return ModelVersion(name, self.root / name)
+
+    @contextmanager
+    def retrain_lock(self, wait: bool = False) -> Iterator[None]:
+        """Held for a retraining round: two rounds never train for the same registry at once.
+
+        An exclusive ``flock`` on the registry's ``.retrain.lock``, which names the holder (``pid N``) while
+        it is held. A second holder, in another process or in this one (each holder opens the file anew),
+        is refused with :class:`RetrainBusy` naming the first; with ``wait`` (``retrain --watch``) it waits
+        until the first lets go instead. The kernel releases the lock of a process that dies, so a crashed
+        round leaves no stale lock behind. Creates the registry directory if there is none yet.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / RETRAIN_LOCK_FILE).open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RetrainBusy(
+                    f"{self.root}: a retraining round is running already ({holder}); try again later"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def promote(self, version: ModelVersion) -> None:
         pointer = self.root / CURRENT_FILE

@@ -28,9 +28,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-from emostream.schemas import LABELS
-from emostream.schemas.settings import Settings
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
+
+from emostream.model.config import RuntimeConfig
+from emostream.schemas import LABELS
 
 # Chunks of 16 tweets gain nothing from the tokenizer's own thread pool, which would only contend with
 # the model's threads (and warns after a fork). Users can still set it explicitly.
@@ -57,6 +58,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN says so); without it ``auto`` never picks ``torch-bf16``."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
@@ -118,6 +120,7 @@ class ScoringRuntime:
         return exp / exp.sum(axis=-1, keepdims=True)
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Logits of shape ``(len(texts), 6)``, in the order of ``texts`` (scored in length-sorted chunks)."""
         out = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
         for index, encoded in self.encode(texts):
             out[index] = self._logits(encoded)
@@ -165,6 +168,8 @@ class EmotionModel(ScoringRuntime):
 
     @property
     def runtime_name(self) -> str:  # type: ignore[override]
+        """The name rows record: ``torch-fp32``/``torch-bf16`` (plus the device off the CPU),
+        or on CUDA ``torch-cuda-bf16``/``torch-cuda-fp16`` (its autocast dtype)."""
         if self.device.type == "cuda":
             return "torch-cuda-bf16" if torch.cuda.is_bf16_supported() else "torch-cuda-fp16"
         return f"torch-{self.precision}" + ("" if self.device.type == "cpu" else f"-{self.device.type}")
@@ -203,6 +208,7 @@ class OnnxEmotionModel(ScoringRuntime):
 
     @property
     def runtime_name(self) -> str:  # type: ignore[override]
+        """``onnx-int8`` or ``onnx-fp32``: which export this session runs."""
         return "onnx-int8" if self.int8 else "onnx-fp32"
 
     def _logits(self, encoded: BatchEncoding) -> np.ndarray:
@@ -229,9 +235,11 @@ class FixedProbabilities(ScoringRuntime):
 
     @property
     def version(self) -> str:
+        """``vNNNN+benchmark-fixed``: a name no real version has, so these rows never pass for real scores."""
         return f"{self.registry_version}+{FIXED_RUNTIME}"
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """A valid distribution per text by its CRC-32: the top label and its probability (0.30 to 0.99) vary."""
         n = len(LABELS)
         codes = np.fromiter((zlib.crc32(t.encode("utf-8")) for t in texts), dtype=np.uint32, count=len(texts))
         top = codes % n
@@ -241,6 +249,7 @@ class FixedProbabilities(ScoringRuntime):
         return out.astype(np.float32)
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        """The log of :meth:`predict_proba`: logits whose softmax gives those probabilities back."""
         return np.log(self.predict_proba(texts))
 
 
@@ -270,10 +279,11 @@ def accepted_runtimes(model_dir: Path) -> list[str]:
     return [name for name, verdict in checks.items() if verdict.get("accepted")]
 
 
-def choose_runtime(settings: Settings, model_dir: Path) -> str:
-    if settings.runtime != "auto":
-        return settings.runtime
-    if resolve_device(settings.device).type != "cpu":
+def choose_runtime(config: RuntimeConfig, model_dir: Path) -> str:
+    """The runtime ``config`` names, or for ``auto`` the fastest one this version's serving check accepted."""
+    if config.runtime != "auto":
+        return config.runtime
+    if resolve_device(config.device).type != "cpu":
         return "torch-fp32"  # autocast to bf16/fp16 on the GPU
     accepted = accepted_runtimes(model_dir)
     for name in CPU_PREFERENCE:  # never FIXED_RUNTIME, whatever serving.json says
@@ -282,13 +292,13 @@ def choose_runtime(settings: Settings, model_dir: Path) -> str:
     return "torch-fp32"
 
 
-def load_runtime(settings: Settings, model_dir: Path) -> ScoringRuntime:
+def load_runtime(config: RuntimeConfig, model_dir: Path) -> ScoringRuntime:
     """The runtime every scoring path uses (worker, predict, evaluate), so they agree to the last digit."""
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    name = choose_runtime(settings, model_dir)
-    chunk = settings.inference_chunk(cuda=resolve_device(settings.device).type == "cuda")
-    return build_runtime(name, model_dir, settings.device, chunk, settings.max_length)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    name = choose_runtime(config, model_dir)
+    chunk = config.inference_chunk(cuda=resolve_device(config.device).type == "cuda")
+    return build_runtime(name, model_dir, config.device, chunk, config.max_length)
 
 
 def score_records(model: ScoringRuntime, texts: Sequence[str]) -> list[dict[str, object]]:

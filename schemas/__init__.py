@@ -1,4 +1,5 @@
-"""Data shapes shared by every part of emostream: the label set and the wire formats of the topics.
+"""Data shapes shared by every part of emostream: the label set and the labels snapshot's columns
+(``labels``), the wire formats of the topics (``messages``), and outside text made safe to show (``text``).
 
 The wire models load on first use (``from emostream.schemas import Tweet`` works as usual): building pydantic
 models costs ~30 ms, which commands like ``emostream --help`` never need.

@@ -1,10 +1,13 @@
-"""The emotion label set: the single source of truth for names and their integer ids.
+"""The emotion label set: the single source of truth for names and their integer ids; and the labels
+snapshot, the file of reviewed labels a retraining round trains on.
 
 The order is the Hugging Face Hub's ``emotion`` data set's ``ClassLabel`` order, so integer labels read
 from the Hub, from the CARER text files and from our own models all mean the same thing.
 """
 
-from typing import Final
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
 
 LABELS: Final[tuple[str, ...]] = ("sadness", "joy", "love", "anger", "fear", "surprise")
 """Label names in the Hub's integer order: ``LABELS[i]`` is the name of label ``i``."""
@@ -31,3 +34,39 @@ def label_id(value: str | int) -> int:
         if text.isdigit() and int(text) < NUM_LABELS:
             return int(text)
     raise ValueError(f"unknown label {value!r} (expected one of {', '.join(LABELS)} or 0-{NUM_LABELS - 1})")
+
+
+SNAPSHOT_COLUMNS: Final[tuple[str, ...]] = ("tweet_id", "text", "label")
+"""The columns of a labels snapshot, read by name: the reviewers' current label of each labelled item.
+
+A snapshot is a Parquet file (Parquet, not CSV, because it round-trips every string: a text with a line
+separator, a quoted newline, CR or NUL comes back exactly as it went in), one row per labelled item, in
+the order of the tweet ids: ``tweet_id`` and ``text`` (the text the label was given for; a tweet id with
+two labelled texts has two rows) and ``label``, a name from :data:`LABELS`. ClickHouse writes it (the
+review queue's ``TRAINING_LABELS_WITH_IDS``, through ``emostream.stream.web.endpoint``); ``emostream
+retrain`` trains on it, and ``emostream labels`` prints it as CSV. Its strings are ClickHouse ``String``
+values, which hold bytes: emostream only ever writes UTF-8 there, but a row written another way may not be.
+"""
+
+SNAPSHOT_BATCH_ROWS: Final[int] = 16_384  # rows read at a time: a snapshot is never held in memory whole
+
+
+class SnapshotError(ValueError):
+    """A labels snapshot that cannot be read as text: a ``tweet_id`` or ``text`` that is not UTF-8."""
+
+
+def snapshot_records(path: Path, columns: Sequence[str] = SNAPSHOT_COLUMNS) -> Iterator[tuple[Any, ...]]:
+    """The ``columns`` of a labels snapshot (Parquet), row by row, read a batch at a time (not all at once).
+
+    Raises :class:`SnapshotError` naming the column of a string that is not valid UTF-8.
+    """
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=SNAPSHOT_BATCH_ROWS, columns=list(columns)):
+        values = []
+        for name in columns:
+            try:
+                values.append(batch.column(name).to_pylist())
+            except UnicodeDecodeError:  # a String in ClickHouse holds bytes
+                raise SnapshotError(f"{path}: a {name} in the labels snapshot is not valid UTF-8") from None
+        yield from zip(*values, strict=True)

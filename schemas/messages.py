@@ -6,7 +6,6 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Annotated
 
-from emostream.schemas.labels import LABELS
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -18,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from emostream.schemas.labels import LABELS
+
 NonBlank = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1)]
 # Ids are keys (Kafka, ClickHouse's sorting key, the review page's requests): real ones are short (a
 # tweet's is 19 digits, a Bluesky or Mastodon URI about 100 characters), so anything longer is refused.
@@ -26,6 +27,7 @@ TweetId = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1,
 
 
 def utc_now() -> datetime:
+    """The time now, in UTC and aware: the default of every ``created_at``, ``labelled_at`` and ``failed_at``."""
     return datetime.now(UTC)
 
 
@@ -102,6 +104,7 @@ class EmotionScore(BaseModel):
     surprise: float
 
     def probabilities(self) -> list[float]:
+        """The six label probabilities in the order of :data:`~emostream.schemas.labels.LABELS`."""
         return [getattr(self, name) for name in LABELS]
 
 
@@ -167,6 +170,30 @@ class ReviewLabel(BaseModel):
 DEAD_LETTER_VALUE_MAX_BYTES = 16_384  # the start of a value a dead letter keeps (the rest: length and hash)
 DEAD_LETTER_KEY_MAX_BYTES = 1_024
 DEAD_LETTER_ERROR_MAX_CHARS = 4_096
+
+
+class OversizedBytes(bytes):
+    """The first bytes of a key or value that was over its limit, with the whole one's length and SHA-256.
+
+    Made on arrival (:func:`bound_bytes`), so a flood of 1 MB records costs the worker's buffers their
+    first few KiB each; it is still ``bytes``, so everything that reads a record reads this as it is.
+    """
+
+    length: int
+    sha256: str
+
+    def __new__(cls, whole: bytes, keep: int) -> OversizedBytes:
+        cut = super().__new__(cls, whole[:keep])
+        cut.length = len(whole)
+        cut.sha256 = hashlib.sha256(whole).hexdigest()
+        return cut
+
+
+def bound_bytes(data: bytes | None, limit: int, keep: int) -> bytes | None:
+    """``data`` as it is when it is at most ``limit`` bytes, else its first ``keep`` (an :class:`OversizedBytes`)."""
+    if data is None or len(data) <= limit:
+        return data
+    return OversizedBytes(data, keep)
 
 
 class DeadLetter(BaseModel):

@@ -14,6 +14,7 @@ from typing import Any
 
 
 def write_state(path: Path, **fields: Any) -> None:
+    """Write the fields and this process's pid, atomically (a temporary file renamed): readers see all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps({"pid": os.getpid(), **fields}) + "\n")
@@ -43,6 +44,7 @@ def remove_state(path: Path) -> bool:
 
 
 def broker_file(home: Path) -> Path:
+    """Where ``up`` records the embedded broker's address: ``broker.json`` in emostream's home directory."""
     return home / "broker.json"
 
 

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from emostream.schemas.settings import Settings
+
+from emostream.settings import Settings
 from emostream.stream.kafka.eager_delivery import EagerDelivery
 from emostream.stream.worker.app import WorkerParts, create_app
 from emostream.stream.worker.review_policy import ReviewPolicy
@@ -54,8 +55,9 @@ def recording_send(sent: list) -> Any:
 
 
 async def run_agent(values: list[bytes], sink: FlakySink, tmp_path: Any) -> tuple[list, list]:
-    parts = WorkerParts(BatchScorer(FixedModel(), ReviewPolicy(0.6)), sink, ThreadPoolExecutor(1), max_batch=4)  # type: ignore[arg-type]
-    app = create_app(Settings(home=tmp_path, max_wait=0.05), "localhost:9", parts, web_port=6066)
+    parts = WorkerParts(BatchScorer(FixedModel(), ReviewPolicy(0.6)), sink, ThreadPoolExecutor(1))  # type: ignore[arg-type]
+    setup = Settings(home=tmp_path, max_batch=4, max_wait=0.05).worker_setup()
+    app = create_app(setup, "localhost:9", parts, web_port=6066)
     reviews: list = []
     letters: list = []
     app.review_topic.send = recording_send(reviews)  # type: ignore[attr-defined]
@@ -98,8 +100,9 @@ def test_agent_retries_clickhouse_until_it_is_back(tmp_path: Any) -> None:
 
 
 def test_settings_reach_the_faust_app(tmp_path: Any) -> None:
-    parts = WorkerParts(BatchScorer(FixedModel(), 0.6), FlakySink(), ThreadPoolExecutor(1), 4)  # type: ignore[arg-type]
-    app = create_app(Settings(home=tmp_path, session_timeout=2, heartbeat_interval=0.5), "h:1", parts, 7001)
+    parts = WorkerParts(BatchScorer(FixedModel(), 0.6), FlakySink(), ThreadPoolExecutor(1))  # type: ignore[arg-type]
+    setup = Settings(home=tmp_path, session_timeout=2, heartbeat_interval=0.5).worker_setup()
+    app = create_app(setup, "h:1", parts, 7001)
     assert app.conf.broker_session_timeout == 2 and app.conf.producer_acks == -1
     assert issubclass(app.transport.Consumer, EagerDelivery)  # records delivered without 4 tasks each
     assert [t.get_topic_name() for t in (app.review_topic, app.dead_letter_topic)] == ["tweets.review", "tweets.dlq"]  # type: ignore[attr-defined]

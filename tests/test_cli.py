@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from emostream.model.runtime import EmotionModel, load_runtime
 from emostream.schemas import LABELS
-from emostream.schemas.settings import load_settings
-
+from emostream.settings import load_settings
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration

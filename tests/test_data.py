@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from emostream.schemas import LABELS
 from emostream.trainer.data import ColumnMap, DataError, load_emotion, read_rows, source_files
 

@@ -44,8 +44,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from emostream.schemas.settings import Settings
 
+from emostream.settings import Settings
 from tests.conftest import EMOSTREAM
 
 pytestmark = pytest.mark.integration
@@ -690,7 +690,7 @@ def test_user_sql_the_trends_page_and_grafana_read_as_the_reader_and_the_writer_
 
 
 def test_the_reader_profile_is_read_only_bounds_memory_and_its_server_settings_are_pinned() -> None:
-    from emostream.stream.clickhouse.sink import ddl_statements
+    from emostream.stream.clickhouse.ddl import ddl_statements
 
     (profile,) = [s for s in ddl_statements(READER_SQL.parent) if s.startswith("CREATE SETTINGS PROFILE")]
     settings = dict(re.findall(r"^\s+(\w+)( = [^,;]+| CHANGEABLE_IN_READONLY)", profile, flags=re.MULTILINE))
@@ -847,7 +847,7 @@ def test_the_users_init_script_stops_the_entrypoint_when_clickhouse_refuses(tmp_
 def test_the_writer_may_run_every_statement_of_emostreams_ddl() -> None:
     """emostream applies deploy/clickhouse/*.sql at every start as the writer: a statement that needs a
     privilege the writer lacks (DROP, RENAME, OPTIMIZE, CREATE DATABASE...) would stop every worker."""
-    from emostream.stream.clickhouse.sink import ddl_statements
+    from emostream.stream.clickhouse.ddl import ddl_statements
 
     needs = {
         "CREATE TABLE": {"CREATE TABLE"},
@@ -1235,11 +1235,9 @@ def test_the_dashboard_promql_parses_and_names_only_the_workers_metrics() -> Non
 # ------------------------------------------------------------------------------------------ ClickHouse cluster DDL
 
 
-def created_objects(directory: Path) -> set[str]:
-    from emostream.stream.clickhouse.sink import ddl_statements
-
+def created_objects(statements: list[str]) -> set[str]:
     names = set()
-    for statement in ddl_statements(directory):
+    for statement in statements:
         found = re.match(r"CREATE (?:TABLE|MATERIALIZED VIEW|VIEW) IF NOT EXISTS (\w+)", statement)
         if found:
             names.add(found[1])
@@ -1247,7 +1245,7 @@ def created_objects(directory: Path) -> set[str]:
 
 
 def test_emostream_applies_only_the_single_node_ddl() -> None:
-    from emostream.stream.clickhouse.sink import DDL_DIR, ddl_statements
+    from emostream.stream.clickhouse.ddl import DDL_DIR, ddl_statements
 
     statements = ddl_statements()
     assert statements and not any("ON CLUSTER" in s or "Replicated" in s or "_local" in s for s in statements)
@@ -1258,12 +1256,13 @@ def test_the_cluster_ddl_defines_every_object_of_the_single_node_ddl() -> None:
     """Same names for what emostream reads and writes (the Distributed tables, the views), so emostream's own
     CREATE ... IF NOT EXISTS at start-up finds them and creates nothing beside them (a second materialized
     view on a Distributed table would count every tweet twice)."""
-    from emostream.stream.clickhouse.sink import DDL_DIR, ddl_statements
+    from emostream.stream.clickhouse.cluster import cluster_statements
+    from emostream.stream.clickhouse.ddl import ddl_statements
 
-    single = created_objects(DDL_DIR)
-    cluster = created_objects(CLUSTER_DDL)
+    statements = cluster_statements()
+    single = created_objects(ddl_statements())
+    cluster = created_objects(statements)
     assert single and single <= cluster
-    statements = ddl_statements(CLUSTER_DDL)
     for statement in statements:
         assert re.search(r"\sON CLUSTER '\{cluster\}'\s", statement), statement[:80]
         if "ENGINE =" in statement and "Distributed" not in statement:
@@ -1301,12 +1300,13 @@ CLUSTER_CHECK = textwrap.dedent(
     connect = clickhouse_connect.get_client
     clickhouse_connect.get_client = lambda dsn: connect(dsn=dsn, chdb_options={"config-file": str(config)})
     from emostream.schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet
-    from emostream.stream.clickhouse.sink import DDL_DIR, ClickHouseSink, ddl_statements
+    from emostream.stream.clickhouse.cluster import cluster_statements
+    from emostream.stream.clickhouse.sink import ClickHouseSink
 
     sink = ClickHouseSink(f"chdb://{work / 'ch'}")
     query = lambda sql: [list(row) for row in sink.client.query(sql).result_rows]
     out = {"cluster": query("SELECT cluster, is_local FROM system.clusters")}
-    statements = ddl_statements(DDL_DIR / "cluster")
+    statements = cluster_statements()
     for statement in statements:
         sink.client.query("EXPLAIN AST " + statement)
     out["parsed"] = len(statements)
@@ -1356,7 +1356,9 @@ CLUSTER_CHECK = textwrap.dedent(
 
 
 def test_the_cluster_ddl_runs_on_the_engine_and_emostream_works_on_top(tmp_path: Path) -> None:
-    from emostream.stream.clickhouse.sink import DDL_DIR, ClickHouseSink, ddl_statements
+    from emostream.stream.clickhouse.cluster import cluster_statements
+    from emostream.stream.clickhouse.ddl import ddl_statements
+    from emostream.stream.clickhouse.sink import ClickHouseSink
 
     done = subprocess.run(
         [sys.executable, "-c", CLUSTER_CHECK, str(tmp_path)],
@@ -1369,9 +1371,9 @@ def test_the_cluster_ddl_runs_on_the_engine_and_emostream_works_on_top(tmp_path:
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["cluster"] == [["emostream", 1]]  # the Distributed tables really are Distributed, to a local shard
-    assert out["parsed"] == len(ddl_statements(CLUSTER_DDL)) > 0
+    assert out["parsed"] == len(cluster_statements()) > 0
     engines = dict(out["tables"])
-    for name in created_objects(DDL_DIR):
+    for name in created_objects(ddl_statements()):
         if engines[name] not in ("View", "MaterializedView"):
             assert engines[name] == "Distributed", name
             assert engines[f"{name}_local"].endswith("MergeTree"), name
@@ -1419,15 +1421,16 @@ def test_the_cluster_readme_sql_parses_and_its_settings_exist(tmp_path: Path) ->
 
 
 def test_the_wheel_ships_the_ddl_the_sink_applies(tmp_path: Path) -> None:
-    """A plain `pip install .` (the images) must find deploy/clickhouse/*.sql where stream/clickhouse/sink.py reads it.
+    """A plain `pip install .` (the images) must find deploy/clickhouse/*.sql where stream/clickhouse/ddl.py reads it.
 
     Built from a copy of the sources, so no build/ directory left by an earlier build can supply them."""
     import shutil
     import subprocess
     import sys
     import zipfile
+    from pathlib import PurePosixPath
 
-    from emostream.stream.clickhouse.sink import DDL_DIR
+    from emostream.stream.clickhouse.ddl import DDL_DIR
 
     source = tmp_path / "src"
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "cluster", "grafana", "prometheus")
@@ -1452,7 +1455,11 @@ def test_the_wheel_ships_the_ddl_the_sink_applies(tmp_path: Path) -> None:
         capture_output=True,
     )
     (wheel,) = tmp_path.glob("emostream-*.whl")
-    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("deploy/")}
-    expected = {f"deploy/clickhouse/{f.name}" for f in DDL_DIR.glob("*.sql")}
+    names = zipfile.ZipFile(wheel).namelist()
+    # DDL_DIR's rule in the wheel: deploy/clickhouse beside the package that holds stream/ (emostream/)
+    (module,) = [name for name in names if name.endswith("/stream/clickhouse/ddl.py")]
+    ddl_dir = PurePosixPath(module).parents[2] / "deploy" / "clickhouse"
+    shipped = {name for name in names if name.startswith(f"{ddl_dir}/")}
+    expected = {f"{ddl_dir}/{f.name}" for f in DDL_DIR.glob("*.sql")}
     assert expected and expected <= shipped
-    assert "deploy/clickhouse/access/emostream_reader.sql" in shipped
+    assert f"{ddl_dir}/access/emostream_reader.sql" in shipped

@@ -14,6 +14,7 @@ from typing import Any
 
 import mode
 import pytest
+
 from emostream.stream.kafka.eager_delivery import EagerDelivery, EagerDeliveryApp, eager_consumer
 
 

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from transformers import BertConfig
+
 from emostream.model import runtime as rt
+from emostream.model.config import RuntimeConfig
 from emostream.model.runtime import FIXED_RUNTIME, FixedProbabilities, build_runtime, choose_runtime, load_runtime
 from emostream.schemas import ID2LABEL, LABEL2ID, LABELS
-from emostream.schemas.settings import Settings
+from emostream.settings import Settings
 from emostream.stream.worker.scoring import BatchScorer, RawRecord
-from transformers import BertConfig
 
 TEXTS = ["i feel great", "so sad today", "", "what a surprise!", "x" * 300, "i feel great", "angry at the bus"]
 
@@ -95,6 +97,9 @@ def test_its_rows_rank_below_every_registry_version_and_hot_swap_sees_the_versio
     (version_dir.parent / "current").write_text("v0007\n")
     loads: list[Path] = []
     watcher = ModelWatcher(
-        Settings(registry=version_dir.parent), BatchScorer(model, 0.6), loader=lambda s, path: loads.append(path)
+        Settings().piece(RuntimeConfig),
+        version_dir.parent,
+        BatchScorer(model, 0.6),
+        loader=lambda config, path: loads.append(path),  # type: ignore[func-returns-value]
     )
     assert asyncio.run(watcher.check()) is False and loads == []

@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from emostream.model.config import RuntimeConfig
 from emostream.model.registry import ModelRegistry
 from emostream.model.runtime import ScoringRuntime, load_runtime
 from emostream.schemas import Tweet
-from emostream.schemas.settings import Settings
+from emostream.settings import Settings
 from emostream.stream.clickhouse.sink import ClickHouseSink
 from emostream.stream.kafka.ingest import produce
 from emostream.stream.worker.model_swap import ModelWatcher
 from emostream.stream.worker.scoring import BatchScorer, RawRecord
-
 from tests.test_streaming import Stack
 
 SWITCH_LINE = re.compile(
@@ -121,7 +122,7 @@ def test_a_broken_version_keeps_the_old_model_serving(
 
     scorer = BatchScorer(load_runtime(settings, registry.root / "v0001"), 0.0)  # type: ignore[arg-type]
     serving = scorer.model
-    watcher = ModelWatcher(settings, scorer, loader=counting_loader)
+    watcher = ModelWatcher(settings.piece(RuntimeConfig), settings.registry, scorer, loader=counting_loader)
     (registry.root / "current").write_text("v0002\n")  # promote() would refuse a missing version: a hand edit
 
     async def polls() -> list[bool]:

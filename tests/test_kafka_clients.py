@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from emostream.schemas import DeadLetter, ReviewItem, Tweet
 
+from emostream.schemas import DeadLetter, ReviewItem, Tweet
 from tests.conftest import run_cli
 from tests.test_streaming import Stack
 

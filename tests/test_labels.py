@@ -1,4 +1,5 @@
 import pytest
+
 from emostream.schemas import ID2LABEL, LABEL2ID, LABELS, label_id
 
 

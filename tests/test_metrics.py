@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from emostream.trainer.classification_metrics import classification_metrics, plot_confusion_matrix
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from emostream.stream.worker.pipeline import BatchPipeline, WorkerParts
 from emostream.stream.worker.review_policy import ReviewPolicy
 from emostream.stream.worker.scoring import BatchScorer
@@ -91,7 +92,6 @@ def pipeline_with(
         BatchScorer(SlowModel(clock, model_seconds), ReviewPolicy(0.6)),  # type: ignore[arg-type]
         sink,  # type: ignore[arg-type]
         ThreadPoolExecutor(1),
-        max_batch=3,
         shutdown=shutdown,
     )
     acked: list[str] = []

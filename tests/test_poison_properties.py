@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from emostream.model.runtime import load_runtime
-from emostream.schemas.settings import Settings
+from emostream.settings import Settings
 from emostream.stream.clickhouse.sink import ClickHouseSink
 from emostream.stream.worker.records import RawRecord
 from emostream.stream.worker.review_policy import ReviewPolicy
 from emostream.stream.worker.scoring import BatchScorer
 from emostream.stream.worker.write_errors import Rows, write_isolating
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 pytestmark = pytest.mark.integration
 KAFKA_MAX_REQUEST = 1_048_576

@@ -8,11 +8,16 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from emostream.schemas import DeadLetter, ReviewItem, Tweet
-from emostream.schemas.messages import DEAD_LETTER_VALUE_MAX_BYTES, REVIEW_TEXT_MAX_CHARS
-from emostream.stream.kafka.bounded_consumer import BoundedRecords
-from emostream.stream.worker.records import OversizedBytes, RawRecord, RecordLimits, bound_bytes, parse_tweet
 
+from emostream.schemas import DeadLetter, ReviewItem, Tweet
+from emostream.schemas.messages import (
+    DEAD_LETTER_VALUE_MAX_BYTES,
+    REVIEW_TEXT_MAX_CHARS,
+    OversizedBytes,
+    bound_bytes,
+)
+from emostream.stream.kafka.bounded_consumer import BoundedRecords
+from emostream.stream.worker.records import RawRecord, RecordLimits, parse_tweet
 from tests.test_schemas import score
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC).timestamp()  # the records' Kafka time, in seconds

@@ -1,9 +1,12 @@
 import json
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
-from emostream.model.registry import ModelRegistry, RegistryError
+
+from emostream.model.registry import ModelRegistry, RegistryError, RetrainBusy
 
 
 def stage(registry: ModelRegistry, val_f1: float | None) -> Path:
@@ -48,3 +51,36 @@ def test_current_pointing_at_a_missing_version_is_an_error(tmp_path: Path) -> No
     (tmp_path / "current").write_text("v0042\n")
     with pytest.raises(RegistryError, match="no version 'v0042'"):
         ModelRegistry(tmp_path).current()
+
+
+def test_a_second_retraining_round_is_refused_while_one_holds_the_lock(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")  # no directory yet: the lock makes it
+    lock_file = tmp_path / "models" / ".retrain.lock"
+    with registry.retrain_lock():
+        assert lock_file.read_text() == f"pid {os.getpid()}\n"  # the holder is named
+        busy = rf"models: a retraining round is running already \(pid {os.getpid()}\); try again later"
+        with pytest.raises(RetrainBusy, match=busy), ModelRegistry(tmp_path / "models").retrain_lock():
+            pytest.fail("two holders at once")
+    assert lock_file.read_text() == ""
+    with registry.retrain_lock():  # let go: the next round takes it
+        pass
+    assert issubclass(RetrainBusy, RegistryError)  # a user error: one line, exit 2
+    assert registry.versions() == []  # the lock file is no version
+
+
+def test_a_waiting_round_starts_once_the_running_one_lets_go(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    started: list[float] = []
+
+    def second_round() -> None:
+        with ModelRegistry(tmp_path).retrain_lock(wait=True):
+            started.append(time.monotonic())
+
+    with registry.retrain_lock():
+        waiter = threading.Thread(target=second_round)
+        waiter.start()
+        time.sleep(0.3)
+        assert not started and waiter.is_alive()  # it waits, is not refused
+        released = time.monotonic()
+    waiter.join(10)
+    assert len(started) == 1 and started[0] >= released

@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+
 from emostream.model.registry import ModelRegistry
 from emostream.schemas import LABELS
 from emostream.trainer.data import DataError
 from emostream.trainer.retrain import ReviewedTweet, decide, in_holdout, read_snapshot, split_reviewed
-
-from emostream.loop_commands import one_round_at_a_time
 from tests.conftest import EMOSTREAM, run_cli
 
 
@@ -128,7 +127,7 @@ def test_too_few_labels_is_a_clear_error(registry: Path, small_data: Path, tmp_p
 
 def test_two_rounds_never_run_at_once(registry: Path, small_data: Path, tmp_path: Path) -> None:
     snapshot = write_snapshot(tmp_path / "labels.csv", small_data, 150)
-    with one_round_at_a_time(registry, wait=False):
+    with ModelRegistry(registry).retrain_lock():  # another round holds the lock: this one is refused
         result = run_cli("retrain", "--labels", snapshot, "--registry", registry, "--data", small_data)
     assert result.returncode == 2 and "a retraining round is running already" in result.stderr
     assert len(ModelRegistry(registry).versions()) == 1

@@ -20,12 +20,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
 from emostream.schemas import LABELS, ReviewItem, ReviewLabel, Tweet
-from emostream.schemas.settings import Settings
+from emostream.settings import Settings
 from emostream.stream.clickhouse.sink import ClickHouseSink
 from emostream.trainer.data import DataError
 from emostream.trainer.retrain import ReviewedTweet, keep_snapshot, read_snapshot, snapshot_format
-
 from tests.conftest import EMOSTREAM, run_cli
 from tests.test_sink import scores
 
@@ -112,12 +112,13 @@ def engine(tmp_path: Path) -> Iterator[tuple[Settings, ClickHouseSink]]:
 def test_every_string_round_trips_through_export_file_and_read_snapshot(
     engine: tuple[Settings, ClickHouseSink], tmp_path: Path
 ) -> None:
-    from emostream.loop_commands import count_labels, export_snapshot
+    from emostream.retraining import count_labels, export_snapshot
 
     settings, sink = engine
     written = queue(sink, EMBEDDED) | queue(sink, BARE, prefix="b", direct=True)
-    path, n = export_snapshot(settings, tmp_path)  # no `up`: a trusted client of our own on the writer's DSN
-    assert n == len(written) == count_labels(settings)
+    dsn = settings.resolved_clickhouse_dsn()
+    path, n = export_snapshot(dsn, tmp_path)  # no `up`: a trusted client of our own on the writer's DSN
+    assert n == len(written) == count_labels(dsn)
     assert snapshot_format(path) == "parquet"
     rows = read_snapshot(path)
     assert {row.tweet_id: row.text for row in rows} == written  # exactly, character for character
@@ -135,13 +136,13 @@ def test_lone_surrogates_cannot_reach_clickhouse(engine: tuple[Settings, ClickHo
 
 
 def test_a_text_that_is_not_utf8_is_named_not_a_crash(engine: tuple[Settings, ClickHouseSink], tmp_path: Path) -> None:
-    from emostream.loop_commands import export_snapshot
+    from emostream.retraining import export_snapshot
 
     settings, sink = engine
     queue(sink, ["fine"])
     sink.client.command("INSERT INTO review_queue (tweet_id, text) SELECT 'bytes', unhex('ff61')")  # not via emostream
     sink.client.command("INSERT INTO review_labels (tweet_id, label) VALUES ('bytes', 'joy')")
-    path, _ = export_snapshot(settings, tmp_path)
+    path, _ = export_snapshot(settings.resolved_clickhouse_dsn(), tmp_path)
     with pytest.raises(DataError, match=r"row 1: text is not valid UTF-8"):
         read_snapshot(path)
 
@@ -170,13 +171,13 @@ def fill_large(sink: ClickHouseSink, n: int = N_LARGE) -> None:
 def test_more_labels_than_user_sql_returns_are_all_exported_and_read_back(
     engine: tuple[Settings, ClickHouseSink], tmp_path: Path
 ) -> None:
-    from emostream.loop_commands import count_labels, export_snapshot
+    from emostream.retraining import count_labels, export_snapshot
 
     settings, sink = engine
     assert settings.sql_max_rows < N_LARGE
     fill_large(sink)
-    assert count_labels(settings) == N_LARGE
-    path, n = export_snapshot(settings, tmp_path)
+    assert count_labels(settings.resolved_clickhouse_dsn()) == N_LARGE
+    path, n = export_snapshot(settings.resolved_clickhouse_dsn(), tmp_path)
     rows = read_snapshot(path)
     assert n == len(rows) == N_LARGE
     assert rows[-1] == ReviewedTweet(f"big{N_LARGE - 1:06d}", f"tweet {N_LARGE - 1}\u2028line two", LABELS[5])
@@ -192,6 +193,7 @@ def endpoint_serving(dsn: str) -> Iterator[tuple[str, list[str]]]:
     yields its URL and the paths it was asked for."""
     import faust
     from aiohttp import web
+
     from emostream.stream.kafka.broker import free_port
     from emostream.stream.web.auth import ADMIN, REVIEW, RequestGuard
     from emostream.stream.web.views import add_web_views
@@ -262,10 +264,9 @@ def test_with_a_running_endpoint_the_snapshot_comes_through_it_whole(
     engine: tuple[Settings, ClickHouseSink], tmp_path: Path
 ) -> None:
     """In the embedded mode `up` owns the directory: retrain finds its endpoint and downloads, no row limit."""
+    from emostream.retraining import count_labels, export_snapshot
     from emostream.stream.discovery import endpoint_file, remove_state, write_state
     from emostream.stream.web.auth import token_file, write_token
-
-    from emostream.loop_commands import count_labels, export_snapshot
 
     settings, sink = engine
     fill_large(sink)
@@ -275,8 +276,8 @@ def test_with_a_running_endpoint_the_snapshot_comes_through_it_whole(
         write_token(token_file(endpoint_file(directory)), ADMIN_TOKEN)
         write_state(endpoint_file(directory), url=url, dsn=settings.resolved_clickhouse_dsn())
         try:
-            assert count_labels(settings) == N_LARGE + len(written)
-            path, n = export_snapshot(settings, tmp_path)
+            assert count_labels(settings.resolved_clickhouse_dsn()) == N_LARGE + len(written)
+            path, n = export_snapshot(settings.resolved_clickhouse_dsn(), tmp_path)
         finally:
             remove_state(endpoint_file(directory))
     assert asked == ["/labels/count", "/labels"]
@@ -418,16 +419,24 @@ class Stop(Exception):
     pass
 
 
+def watch_job(tmp_path: Path) -> Any:
+    """A RetrainJob for the watch loop's tests, whose rounds and counts are replaced."""
+    from emostream.retraining import RetrainJob
+    from emostream.trainer.data import ColumnMap
+    from emostream.trainer.retrain import RetrainPolicy
+
+    return RetrainJob(tmp_path / "models", "chdb:///nowhere", "no-data", ColumnMap(), RetrainPolicy())
+
+
 def test_watch_logs_a_round_it_cannot_run_and_waits_instead_of_exiting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from emostream import retraining
     from emostream.stream.clickhouse.sql import SqlError
     from emostream.trainer.retrain import RetrainError
 
-    from emostream import loop_commands
-
     counts = iter([30, 30, 30, 31, 31, 31, 32, 32, 33])
-    monkeypatch.setattr(loop_commands, "count_labels", lambda settings: next(counts))
+    monkeypatch.setattr(retraining, "count_labels", lambda dsn: next(counts))
     outcomes: list[BaseException | None] = [
         RetrainError("too few [bold]labels[/bold]\x1b[2J"),  # a data problem: wait for the count to change
         SqlError("ClickHouse went away\nCode: 210"),  # an outage: try again after the interval
@@ -438,13 +447,15 @@ def test_watch_logs_a_round_it_cannot_run_and_waits_instead_of_exiting(
     ]
     rounds: list[int] = []
 
-    def fake_round(settings: Settings, labels_file: Path | None) -> None:
+    def fake_round(job: Any, labels_file: Path | None, wait: bool) -> str:
+        assert labels_file is None and wait  # a snapshot each time; a round that is running already is waited for
         rounds.append(len(rounds))
         outcome = outcomes.pop(0)
         if outcome is not None:
             raise outcome
+        return f"round {len(rounds)}"
 
-    monkeypatch.setattr(loop_commands, "run_round", fake_round)
+    monkeypatch.setattr(retraining, "run_round", fake_round)
     monkeypatch.setattr("emostream.trainer.retrain.labels_since_last_round", lambda registry: 0)
     slept: list[float] = []
 
@@ -453,9 +464,9 @@ def test_watch_logs_a_round_it_cannot_run_and_waits_instead_of_exiting(
         if len(slept) == 9:
             raise KeyboardInterrupt  # Ctrl-C still stops it
 
-    settings = Settings(home=tmp_path / "home", registry=tmp_path / "models", retrain_min_labels=1)
+    reported: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        loop_commands.watch_labels(settings, 7.0, sleep=sleep)
+        retraining.watch_labels(watch_job(tmp_path), 1, 7.0, reported.append, sleep=sleep)
     # 30: a data problem; 30, 30: no change, no round; 31: an outage; 31: tried again, runs; 31: (the
     # registry here never records a round, so 31 is still "new") a DataError; 32: changed, a KeyError;
     # 32: no round; 33: changed, runs. A sleep of the interval after every look.
@@ -468,18 +479,19 @@ def test_watch_logs_a_round_it_cannot_run_and_waits_instead_of_exiting(
     assert "KeyError: 'surprise'" in stderr
     assert "\x1b[2J" not in stderr
     assert len(rounds) == 6 and not outcomes
+    assert reported == ["round 3", "round 6"]  # the rounds that ran, given to the caller to print
 
 
 def test_watch_waits_out_a_count_that_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from emostream import loop_commands
+    from emostream import retraining
 
-    def no_clickhouse(settings: Settings) -> int:
+    def no_clickhouse(dsn: str) -> int:
         raise OSError("Cannot lock file [x]")
 
-    monkeypatch.setattr(loop_commands, "count_labels", no_clickhouse)
-    monkeypatch.setattr(loop_commands, "run_round", lambda *args: pytest.fail("no round without a count"))
+    monkeypatch.setattr(retraining, "count_labels", no_clickhouse)
+    monkeypatch.setattr(retraining, "run_round", lambda *args, **kwargs: pytest.fail("no round without a count"))
     slept: list[float] = []
 
     def sleep(seconds: float) -> None:
@@ -487,9 +499,8 @@ def test_watch_waits_out_a_count_that_fails(
         if len(slept) == 3:
             raise KeyboardInterrupt
 
-    settings = Settings(home=tmp_path / "home", registry=tmp_path / "models")
     with pytest.raises(KeyboardInterrupt):
-        loop_commands.watch_labels(settings, 2.5, sleep=sleep)
+        retraining.watch_labels(watch_job(tmp_path), 1, 2.5, lambda result: None, sleep=sleep)
     stderr = capsys.readouterr().err
     assert (
         stderr.count("retrain --watch: cannot count the labels: OSError: Cannot lock file [x]; trying again in 2.5 s")

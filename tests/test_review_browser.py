@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from emostream.stream.discovery import broker_file, endpoint_file, read_state
 from emostream.stream.web.auth import read_token, token_file
-
 from tests.conftest import EMOSTREAM, run_cli
 from tests.test_streaming import read_topic
 

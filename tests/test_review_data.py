@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emostream.schemas import LABELS, NO_EMOTION, ReviewItem, ReviewLabel, Tweet
-from emostream.schemas.settings import Settings
-from emostream.stream.clickhouse.sink import ClickHouseSink
 from pydantic import ValidationError
 
+from emostream.schemas import LABELS, NO_EMOTION, ReviewItem, ReviewLabel, Tweet
+from emostream.settings import Settings
+from emostream.stream.clickhouse.sink import ClickHouseSink
 from tests.conftest import run_cli
 from tests.test_sink import scores
 
@@ -136,7 +136,7 @@ def shown(tweet_id: str, text: str, label: str, at: datetime, reviewer: str = "a
 
 
 def snapshot(dsn: str) -> list[tuple[str, str, str]]:
-    from emostream.stream.review.queue import TRAINING_LABELS_WITH_IDS
+    from emostream.stream.clickhouse.labels import TRAINING_LABELS_WITH_IDS
 
     sink = ClickHouseSink(dsn)
     try:

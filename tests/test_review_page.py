@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from emostream.schemas import LABELS, EmotionScore, ReviewItem, Tweet
 from emostream.schemas.messages import TWEET_ID_MAX_CHARS
 from emostream.stream.clickhouse.sink import ClickHouseSink
 from emostream.stream.kafka.broker import free_port
 from emostream.stream.review.leases import LEASE_HOLDERS
 from emostream.stream.review.queue import ReviewQueue, ShownLabel, text_sha256
-
 from tests.conftest import EMOSTREAM, run_cli
 from tests.test_streaming import read_topic
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from emostream.schemas import EmotionScore
 from emostream.stream.worker.review_policy import ReviewPolicy, in_sample
 from emostream.trainer.retrain import in_holdout
-
 from tests.test_schemas import score as joy_score
 
 

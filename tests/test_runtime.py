@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from emostream.model import runtime as rt
 from emostream.model.runtime import batches_by_length, build_runtime, choose_runtime
-from emostream.schemas.settings import Settings
+from emostream.settings import Settings
 
 
 def test_batches_by_length_cover_every_text_once_longest_first() -> None:

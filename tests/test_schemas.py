@@ -1,10 +1,11 @@
 from datetime import UTC, datetime
 
 import pytest
-from emostream.schemas import DeadLetter, EmotionScore, ReviewItem, Tweet
-from emostream.stream.kafka.codecs import register_codecs
 from faust.serializers import codecs
 from pydantic import ValidationError
+
+from emostream.schemas import DeadLetter, EmotionScore, ReviewItem, Tweet
+from emostream.stream.kafka.codecs import register_codecs
 
 
 def test_tweet_defaults_and_ignores_unknown_fields() -> None:

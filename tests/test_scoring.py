@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+
 from emostream.schemas import LABELS, DeadLetter, Tweet
 from emostream.stream.worker.review_policy import ReviewPolicy
 from emostream.stream.worker.scoring import BatchScorer, RawRecord, parse_tweet

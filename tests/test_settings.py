@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
-from emostream.schemas.settings import load_settings
 from pydantic import ValidationError
+
+from emostream.settings import load_settings
 
 
 def test_environment_overrides_defaults_and_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -22,9 +23,9 @@ def test_bad_environment_value_names_the_setting(monkeypatch: pytest.MonkeyPatch
 
 def test_every_setting_is_a_flag_of_some_command() -> None:
     import typer.main
-    from emostream.schemas.settings import Settings
 
     from emostream.cli import app
+    from emostream.settings import Settings
 
     group = typer.main.get_command(app)
     flags = {param.name for command in group.commands.values() for param in command.params}  # type: ignore[attr-defined]

@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from emostream.model.registry import version_order
 from emostream.schemas import DeadLetter, EmotionScore
-from emostream.stream.clickhouse.sink import DDL_DIR, ClickHouseSink, ddl_statements
+from emostream.stream.clickhouse.ddl import DDL_DIR, ddl_statements
+from emostream.stream.clickhouse.sink import ClickHouseSink
 
 pytestmark = pytest.mark.integration
 
@@ -211,7 +213,7 @@ def test_the_production_reader_user_parses_and_may_only_select(tmp_path: Path) -
 
 def test_redelivered_dead_letters_count_once_and_keep_their_bytes(tmp_path: Path) -> None:
     from emostream.schemas import DeadLetter
-    from emostream.schemas.settings import Settings
+    from emostream.settings import Settings
     from emostream.stream.clickhouse.sql import ReadOnlySql
 
     letters = [
@@ -221,7 +223,7 @@ def test_redelivered_dead_letters_count_once_and_keep_their_bytes(tmp_path: Path
     assert letters[1].source_key == b"tweets/1/5"
     settings = Settings(home=tmp_path)
     sink = ClickHouseSink(settings.resolved_clickhouse_dsn())
-    reader = ReadOnlySql(settings)
+    reader = ReadOnlySql(settings.query_clickhouse(), settings)
     try:
         sink.apply_schema()
         sink.write([], letters)

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from emostream.schemas.settings import Settings
-from emostream.stream.clickhouse.sink import ClickHouseSink
-from emostream.stream.clickhouse.sql import Number, ReadOnlySql, SqlError, SqlResult
 
+from emostream.settings import Settings
+from emostream.stream.clickhouse.sink import ClickHouseSink
+from emostream.stream.clickhouse.sql import Number, ReadOnlySql, SqlError, SqlLimits, SqlResult
 from tests.conftest import run_cli
 from tests.test_sink import scores
 
@@ -31,7 +31,7 @@ def database(tmp_path: Path) -> Iterator[tuple[ClickHouseSink, ReadOnlySql, Path
     sink = ClickHouseSink(settings.resolved_clickhouse_dsn())
     sink.apply_schema()
     sink.write(scores(20))
-    reader = ReadOnlySql(settings)
+    reader = ReadOnlySql(settings.query_clickhouse(), settings)
     (tmp_path / "secret.txt").write_text(SECRET + "\n")
     yield sink, reader, tmp_path
     reader.close()
@@ -134,7 +134,7 @@ def test_reads_work_after_refusals_and_print_as_clickhouse_prints(
 
 
 def test_a_statement_runs_no_longer_than_the_timeout(tmp_path: Path) -> None:
-    reader = ReadOnlySql(Settings(home=tmp_path, sql_timeout=1))
+    reader = ReadOnlySql(Settings(home=tmp_path).query_clickhouse(), SqlLimits(sql_timeout=1))
     try:
         with pytest.raises(SqlError, match="Timeout exceeded"):
             reader.query("SELECT count() FROM system.numbers WHERE sipHash64(number) % 3 = 7")

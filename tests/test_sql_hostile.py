@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emostream.schemas.settings import Settings
+
+from emostream.settings import Settings
 from emostream.stream.clickhouse.sink import ClickHouseSink
 from emostream.stream.clickhouse.sql import (
     ALLOWED_TABLE_FUNCTIONS,
     FUNCTIONS_THAT_REACH_OUTSIDE,
     ReadOnlySql,
     SqlError,
+    SqlLimits,
     parse_explain_ast,
     session_settings,
 )
-
 from tests.test_sink import scores
 
 pytestmark = pytest.mark.integration
@@ -105,7 +106,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClickHous
     sink = ClickHouseSink(settings.resolved_clickhouse_dsn())
     sink.apply_schema()
     sink.write(scores(ROWS))
-    reader = ReadOnlySql(settings)
+    reader = ReadOnlySql(settings.query_clickhouse(), settings)
     (tmp / "secret.txt").write_text("secret-line-7f3a\n")
     yield sink, reader, settings, tmp
     reader.close()
@@ -409,7 +410,7 @@ def test_the_memory_limit_is_the_readers_and_the_engine_enforces_it(
 ) -> None:
     sink, _, settings, _ = engine
     assert reader.query("SELECT getSetting('max_memory_usage')").rows == [[settings.sql_max_memory]]
-    small = ReadOnlySql(settings.model_copy(update={"sql_max_memory": 50_000_000}))
+    small = ReadOnlySql(settings.query_clickhouse(), SqlLimits(sql_max_memory=50_000_000))
     try:
         assert small.query("SELECT getSetting('max_memory_usage')").rows == [[50_000_000]]
         with pytest.raises(SqlError, match=re.escape("MEMORY_LIMIT_EXCEEDED")) as refused:
@@ -445,7 +446,7 @@ def test_the_memory_limit_travels_with_http_requests_unless_the_profile_is_read_
         fake = FakeClient(readonly)
         monkeypatch.setattr(clickhouse_connect, "get_client", lambda dsn, fake=fake: fake)
         settings = Settings(clickhouse_query_dsn="http://reader:pw@127.0.0.1:9/emostream", sql_max_memory=12345)
-        ReadOnlySql(settings)
+        ReadOnlySql(settings.query_clickhouse(), settings)
         if expected:
             assert fake.sent == session_settings(settings) and fake.sent["max_memory_usage"] == 12345
         else:

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from emostream.schemas.settings import Settings
+
+from emostream.settings import Settings
 from emostream.stream.clickhouse.sink import ClickHouseSink
 
 HEAVY = ("torch", "transformers", "sklearn", "datasets", "onnxruntime", "faust", "pandas", "matplotlib")

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
 from emostream.schemas import LABELS, DeadLetter, ReviewItem
 from emostream.stream.clickhouse.sink import ClickHouseSink
 from emostream.stream.discovery import endpoint_file, read_state
 from emostream.stream.web.endpoint import Endpoint
-
 from tests.conftest import EMOSTREAM, run_cli
 from tests.test_scoring import MALFORMED
 

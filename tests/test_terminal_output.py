@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from emostream.console import literal, out, table
 from emostream.schemas import LABELS, EmotionScore
 from emostream.schemas.text import escape_control
 from emostream.stream.clickhouse.sink import ClickHouseSink
-
-from emostream.console import literal, out, table
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration

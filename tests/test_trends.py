@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from emostream.schemas import LABELS, EmotionScore
-from emostream.schemas.settings import Settings
-from emostream.stream.clickhouse.sink import DDL_DIR, ClickHouseSink
+from emostream.settings import Settings
+from emostream.stream.clickhouse.ddl import DDL_DIR
+from emostream.stream.clickhouse.sink import ClickHouseSink
 from emostream.stream.clickhouse.sql import ReadOnlySql
 from emostream.stream.clickhouse.trends import Trends, TrendsError, parse_duration, shares_statement
-
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
@@ -130,7 +131,7 @@ def rebuild_statements() -> list[str]:
 def test_a_tweet_scored_by_two_versions_counts_once_as_its_newest(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(home=home)
     sink = ClickHouseSink(settings.resolved_clickhouse_dsn())
-    reader = ReadOnlySql(settings)
+    reader = ReadOnlySql(settings.query_clickhouse(), settings)
     try:
         sink.apply_schema()
         start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=45)
@@ -252,7 +253,7 @@ def test_the_readme_gallery_runs(home: Path) -> None:
     blocks = re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.DOTALL)
     statements = [s.strip() for block in blocks for s in block.split(";") if "SELECT" in s]
     assert len(statements) >= 7
-    reader = ReadOnlySql(settings)
+    reader = ReadOnlySql(settings.query_clickhouse(), settings)
     try:
         for statement in statements:
             assert reader.query(statement).rows, statement

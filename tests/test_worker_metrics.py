@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from emostream.model.registry import ModelRegistry
 from emostream.stream.kafka.broker import free_port
 from emostream.stream.web.monitoring import BatchHealth, ClickHouseProbe, Readiness, WorkerMetrics, consumer_lag
 from emostream.stream.worker.review_policy import in_sample
 from emostream.stream.worker.scoring import BatchScorer
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.test_scoring import MALFORMED
 from tests.test_streaming import Stack, send_raw, tweets_file
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
 from emostream.schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet
 from emostream.stream.clickhouse.sink import ClickHouseSink
 from emostream.stream.worker.records import RawRecord

@@ -8,17 +8,20 @@ from typing import Any
 
 import numpy as np
 from datasets import DatasetDict
-from emostream.schemas import LABELS
-from emostream.trainer.classification_metrics import classification_metrics, plot_confusion_matrix
-from emostream.trainer.features import Pooling, extract_hidden_states
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from emostream.schemas import LABELS
+from emostream.trainer.classification_metrics import classification_metrics, plot_confusion_matrix
+from emostream.trainer.features import Pooling, extract_hidden_states
+
 
 @dataclass
 class BaselineResult:
+    """Validation metrics of the logistic regression and of the most-frequent-label dummy, and the plots written."""
+
     logistic_regression: dict[str, Any]
     dummy: dict[str, Any]
     plots: list[Path]

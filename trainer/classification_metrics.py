@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from emostream.schemas import LABELS
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
     accuracy_score,
@@ -15,6 +14,8 @@ from sklearn.metrics import (
     f1_score,
     precision_recall_fscore_support,
 )
+
+from emostream.schemas import LABELS
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, Any]:

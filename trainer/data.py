@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
 from emostream.schemas import LABELS, label_id
 
 SPLITS = ("train", "validation", "test")
@@ -47,6 +48,8 @@ class ColumnMap:
 
 @dataclass(frozen=True)
 class Row:
+    """One labelled example as read from a file: the stripped text and the label's integer id."""
+
     text: str
     label: int
 
@@ -229,6 +232,7 @@ def _validate(path: str | Path, line: int, record: object, columns: ColumnMap) -
 
 
 def to_dataset(rows: list[Row]) -> Dataset:
+    """The rows as a ``Dataset`` with the shared ``FEATURES`` (``label`` a ``ClassLabel`` in the Hub's order)."""
     return Dataset.from_dict({"text": [r.text for r in rows], "label": [r.label for r in rows]}, features=FEATURES)
 
 

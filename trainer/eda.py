@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 from datasets import DatasetDict
+
 from emostream.schemas import LABELS
 
 

@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset
+
 from emostream.model.runtime import EmotionModel
 from emostream.schemas import LABELS
 from emostream.trainer.classification_metrics import classification_metrics
 
 
 def evaluate(model: EmotionModel, dataset: Dataset) -> dict[str, Any]:
+    """Metrics of the model's top label against the data set's gold labels (``classification_metrics``)."""
     probabilities = model.predict_proba(dataset["text"])
     return classification_metrics(dataset["label"], probabilities.argmax(axis=-1))
 

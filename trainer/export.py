@@ -7,8 +7,9 @@ import warnings
 from pathlib import Path
 
 import torch
-from emostream.model.runtime import ONNX_DIR
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from emostream.model.runtime import ONNX_DIR
 
 
 def export_onnx(model_dir: Path, opset: int = 17) -> Path:

@@ -7,9 +7,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-from emostream.model.runtime import batches_by_length, resolve_device
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
+
+from emostream.model.runtime import batches_by_length, resolve_device
 
 Pooling = Literal["cls", "mean"]
 

@@ -16,12 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import DatasetDict
-from emostream.model.registry import ModelRegistry, ModelVersion
-from emostream.model.runtime import EmotionModel, cpu_has_native_bf16
-from emostream.schemas import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS
-from emostream.trainer.classification_metrics import classification_metrics, plot_confusion_matrix
-from emostream.trainer.export import export_onnx
-from emostream.trainer.serving_check import serving_check
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -32,26 +26,19 @@ from transformers import (
     set_seed,
 )
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    base_model: str
-    epochs: float = 4.0
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_length: int = 128
-    seed: int = 42
-    eval_batch_size: int = 64
-    # Keep the epoch with the best validation F1 (training from a base model). A retraining round keeps
-    # its last epoch instead: its validation split is the base data's, which would pick the epoch that
-    # learned least from the reviewed tweets, and the round is judged on a hold-out of them anyway.
-    select_best_epoch: bool = True
+from emostream.model.registry import ModelRegistry, ModelVersion
+from emostream.model.runtime import EmotionModel, cpu_has_native_bf16
+from emostream.schemas import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS
+from emostream.trainer.classification_metrics import classification_metrics, plot_confusion_matrix
+from emostream.trainer.config import TrainConfig
+from emostream.trainer.export import export_onnx
+from emostream.trainer.serving_check import serving_check
 
 
 @dataclass
 class TrainResult:
+    """The published version, whether it was promoted, its metrics, the run's seconds and its serving check."""
+
     version: ModelVersion
     promoted: bool
     metrics: dict[str, Any]
@@ -193,6 +180,7 @@ def _headline_metrics(prediction: EvalPrediction) -> dict[str, float]:
 
 
 def sha256_of(path: Path) -> str:
+    """The file's SHA-256 (hex), read 1 MiB at a time: how the training record and lineage pin a run's data."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

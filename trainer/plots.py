@@ -10,6 +10,7 @@ from emostream.schemas import LABELS
 
 
 def plot_probabilities(records: Sequence[dict[str, object]], path: Path, max_panels: int = 12) -> Path:
+    """A PNG of each record's six probabilities (top label highlighted), the first ``max_panels`` only."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -39,18 +39,20 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from datasets import Dataset, DatasetDict, concatenate_datasets
+
 from emostream.model.registry import RETRAIN_FILE, ModelRegistry, ModelVersion
 from emostream.model.runtime import EmotionModel
 from emostream.schemas import LABELS
+from emostream.trainer.config import RetrainPolicy, TrainConfig
 from emostream.trainer.data import FEATURES, DataError
-from emostream.trainer.finetune import TrainConfig, TrainResult, fine_tune, sha256_of
+from emostream.trainer.finetune import TrainResult, fine_tune, sha256_of
 
 SNAPSHOT_FILE = "review_labels.parquet"
 COLUMNS = ("tweet_id", "text", "label")
@@ -65,46 +67,36 @@ class RetrainError(RuntimeError):
 
 @dataclass(frozen=True)
 class ReviewedTweet:
+    """A row of a labels snapshot: the tweet id, the text the reviewer was shown, and the label given to it."""
+
     tweet_id: str
     text: str
     label: str  # one of LABELS, or "none"
 
 
 @dataclass(frozen=True)
-class RetrainPolicy:
-    """How a round trains and decides; the defaults are the settings' (``EMOSTREAM_RETRAIN_*``)."""
-
-    holdout: float = 0.2
-    margin: float = 0.02
-    tolerance: float = 0.005
-    epochs: float = 2.0
-    learning_rate: float = 1e-4
-    replay: int = 4000
-    review_weight: int = 2
-    batch_size: int = 32
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_length: int = 128
-    seed: int = 42
-
-
-@dataclass(frozen=True)
 class Decision:
+    """Whether the challenger is promoted, and why (the reason goes into the lineage)."""
+
     promote: bool
     reason: str
 
 
 @dataclass
 class RetrainResult:
+    """A finished round: the challenger's training run and the lineage written to its ``retrain.json``."""
+
     training: TrainResult
     record: dict[str, Any]
 
     @property
     def version(self) -> ModelVersion:
+        """The challenger's registry version, published whether or not it was promoted."""
         return self.training.version
 
     @property
     def promoted(self) -> bool:
+        """Whether the challenger became the registry's ``current``."""
         return self.training.promoted
 
 
@@ -263,10 +255,12 @@ def decide(champion: dict[str, float], challenger: dict[str, float], margin: flo
 
 
 def accuracy(model: EmotionModel, texts: list[str], labels: list[int]) -> float:
+    """Share of ``texts`` whose top label is the gold label id: the score champion and challenger are compared by."""
     return float((model.predict_proba(texts).argmax(axis=-1) == np.array(labels)).mean())
 
 
 def as_dataset(rows: list[ReviewedTweet], repeat: int = 1) -> Dataset:
+    """Reviewed tweets as training data, each ``repeat`` times; ``none`` rows must be left out first (no label id)."""
     return Dataset.from_dict(
         {"text": [row.text for row in rows] * repeat, "label": [LABELS.index(row.label) for row in rows] * repeat},
         features=FEATURES,
@@ -283,20 +277,21 @@ def retrain(
     """One round: train a challenger from the champion, judge it, publish it, promote it if it earned it."""
     champion = registry.require_current()
     rows = read_snapshot(snapshot)
-    train_rows, holdout = split_reviewed(rows, policy.holdout)
+    train_rows, holdout = split_reviewed(rows, policy.retrain_holdout)
     if not train_rows or len(holdout) < MIN_HOLDOUT:
         raise RetrainError(
             f"{snapshot}: {len(train_rows)} reviewed tweets to train on and {len(holdout)} held out "
             f"(of {len(rows)} labels); a round needs some of the first and at least {MIN_HOLDOUT} of the second"
         )
-    replay = base["train"].shuffle(seed=policy.seed).select(range(min(policy.replay, len(base["train"]))))
-    mixed = concatenate_datasets([replay, as_dataset(train_rows, policy.review_weight)]).shuffle(seed=policy.seed)
+    replay = base["train"].shuffle(seed=policy.seed).select(range(min(policy.retrain_replay, len(base["train"]))))
+    reviewed = as_dataset(train_rows, policy.retrain_review_weight)
+    mixed = concatenate_datasets([replay, reviewed]).shuffle(seed=policy.seed)
     data = DatasetDict(train=mixed, validation=base["validation"], test=base["test"])
     config = TrainConfig(
         base_model=str(champion.path.resolve()),
-        epochs=policy.epochs,
+        epochs=policy.retrain_epochs,
         batch_size=policy.batch_size,
-        learning_rate=policy.learning_rate,
+        learning_rate=policy.retrain_learning_rate,
         warmup_ratio=policy.warmup_ratio,
         weight_decay=policy.weight_decay,
         max_length=policy.max_length,
@@ -316,7 +311,7 @@ def retrain(
             },
             "challenger": {"holdout": accuracy(new, texts, labels), "base_test": metrics["test"]["accuracy"]},
         }
-        decision = decide(scores["champion"], scores["challenger"], policy.margin, policy.tolerance)
+        decision = decide(scores["champion"], scores["challenger"], policy.retrain_margin, policy.retrain_tolerance)
         keep_snapshot(snapshot, rows, staged / SNAPSHOT_FILE)
         record.update(
             {
@@ -333,7 +328,7 @@ def retrain(
                     "trained_on": len(train_rows),
                     "held_out": len(holdout),
                 },
-                "policy": asdict(policy),
+                "policy": policy.model_dump(),
                 "base_data": {"source": data_source, "replayed": len(replay), "test": len(base["test"])},
                 "scores": scores,
                 "decision": {"promoted": decision.promote, "reason": decision.reason},

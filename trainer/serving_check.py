@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset
+
 from emostream.model.runtime import SERVING_CHECK_FILE, build_runtime, cpu_has_native_bf16
 
 DEFAULT_TOLERANCE = 0.005  # at most half a point of accuracy
@@ -26,6 +27,7 @@ def serving_check(
     tolerance: float = DEFAULT_TOLERANCE,
     batch_size: int = 16,
 ) -> dict[str, Any]:
+    """Accept each fast CPU runtime within ``tolerance`` of fp32's validation accuracy; writes ``serving.json``."""
     texts, gold = validation["text"], np.array(validation["label"])
     fp32_accuracy = float((fp32_predictions == gold).mean())
     candidates = ["onnx-int8"] + (["torch-bf16"] if cpu_has_native_bf16() else [])

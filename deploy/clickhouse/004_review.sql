@@ -40,7 +40,8 @@ ORDER BY (tweet_id, text_sha256);
 -- is every merge), so each old part is already sorted by (tweet_id, anything), and the old rows get
 -- their hash computed from their text when read. Old rows are what the old key kept: one text per id.
 -- On a cluster review_queue is a Distributed table, which has no sorting key to modify: the operator
--- migrates review_queue_local with cluster/004_review.sql, and emostream skips the first statement there.
+-- migrates review_queue_local with this file's cluster variant (cluster/README.md), and emostream skips
+-- the first statement there.
 ALTER TABLE review_queue
     ADD COLUMN IF NOT EXISTS text_sha256 String,
     MODIFY ORDER BY (tweet_id, text_sha256);

@@ -13,7 +13,7 @@
 -- from it, and from emotion_scores FINAL only what is per version (e.g. the review rate of each model).
 --
 -- The rollup (emotion_trends_minute): its materialized view adds every row inserted into
--- emotion_scores. After each insert the worker (stream/sink.py) writes into emotion_superseded every
+-- emotion_scores. After each insert the worker (stream/clickhouse/sink.py) writes into emotion_superseded every
 -- row that is no longer its tweet's newest: the older row when a newer version arrives, and a lagging
 -- worker's older row at once. emotion_superseded_mv subtracts each one from the rollup (tweets = -1,
 -- the probabilities negated), so the rollup holds exactly one row per tweet, its newest version's.

@@ -1,8 +1,13 @@
-"""The ClickHouse sink: one columnar insert per table per batch (scores, dead letters, review items).
+"""The sink: where the worker's pipeline writes a batch (scores, dead letters, review items).
 
-The same class serves the embedded engine (``chdb:///DIR``, chDB in this process) and a ClickHouse
-server (``http(s)://user:pw@host:8123/db``), through clickhouse-connect. Its calls block, so the worker
-runs them in an executor thread, never on the event loop.
+:class:`Sink` is what the pipeline needs of one; :class:`ClickHouseSink` is the one there is: one
+columnar insert per table per batch. Batching is the pipeline's (``stream.worker.pipeline``), writing the
+sink's. The same class serves the embedded engine (``chdb:///DIR``, chDB in this process) and a
+ClickHouse server (``http(s)://user:pw@host:8123/db``), through the client of
+:func:`emostream.stream.clickhouse.client.open_client`. Its calls block, so the worker runs them in an
+executor thread, never on the event loop. The tables it writes are made by
+:mod:`emostream.stream.clickhouse.ddl`; which rows a newer model version supersedes is decided in
+:mod:`emostream.stream.clickhouse.supersede`.
 """
 
 from __future__ import annotations
@@ -11,18 +16,33 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DatabaseError
 from clickhouse_connect.driver.insert import InsertContext
-from emostream.model.registry import version_order
-from emostream.schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, ReviewLabel
 from pydantic import BaseModel
 
-# the repository root in a checkout, the emostream package in a wheel (deploy/ is mapped to emostream.deploy)
-DDL_DIR = Path(__file__).resolve().parents[2] / "deploy" / "clickhouse"
+from emostream.schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, ReviewLabel
+from emostream.stream.clickhouse.client import open_client
+from emostream.stream.clickhouse.ddl import DDL_DIR, apply_schema, is_unknown_table
+from emostream.stream.clickhouse.supersede import (
+    SUPERSEDED_COLUMNS,
+    SUPERSEDED_ROW,
+    Key,
+    superseded,
+    superseded_rows,
+    unwritten,
+)
+
+__all__ = [
+    "DEAD_LETTER_COLUMNS",
+    "LABEL_COLUMNS",
+    "REVIEW_COLUMNS",
+    "SCORE_COLUMNS",
+    "ClickHouseSink",
+    "Sink",
+    "review_row",
+]
 SCORE_COLUMNS = (
     "tweet_id",
     "brand",
@@ -47,24 +67,33 @@ DEAD_LETTER_COLUMNS = (
     "error",
     "failed_at",
 )
-SUPERSEDED_COLUMNS = (
-    "tweet_id",
-    "model_version",
-    "superseded_by",
-    "brand",
-    "created_at",
-    "label",
-    *LABELS,
-    "superseded_at",
-)
-# What the rollup must take back for a superseded row: its own columns, from emotion_scores.
-SUPERSEDED_ROW = ("tweet_id", "model_version", "brand", "created_at", "label", *LABELS)
-UNKNOWN_TABLE = 60  # ClickHouse's error code for a table that does not exist
 log = logging.getLogger("emostream.sink")
 
 
-class SchemaError(RuntimeError):
-    """emostream's tables or views cannot be created here (usually: an older table of another shape)."""
+class Sink(Protocol):
+    """What the worker's pipeline needs of a sink (``stream.worker.pipeline.WorkerParts``).
+
+    Blocking calls, made on the pipeline's one writer thread, in batch order. ``write`` must leave out
+    rows it already holds (a batch comes back after a crash), and raise what it cannot write for the
+    pipeline to retry; ``has_score`` lets ``stream.worker.write_errors`` tell a refused row from one
+    already written.
+    """
+
+    @property
+    def dsn(self) -> str:
+        """Where it writes (the worker's probes and its state file name it)."""
+        ...
+
+    def write(
+        self,
+        scores: Sequence[EmotionScore],
+        dead_letters: Sequence[DeadLetter] = (),
+        reviews: Sequence[ReviewItem] = (),
+    ) -> None: ...
+
+    def has_score(self, tweet_id: str, model_version: str) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 def review_row(item: ReviewItem) -> dict[str, Any]:
@@ -77,32 +106,15 @@ def review_row(item: ReviewItem) -> dict[str, Any]:
     }
 
 
-def chdb_path(dsn: str) -> Path | None:
-    """The data directory of a ``chdb:///DIR`` DSN, or None for a server DSN."""
-    if not dsn.startswith("chdb://"):
-        return None
-    location = dsn.removeprefix("chdb://")
-    return Path(location) if location.startswith("/") else None
-
-
-def ddl_statements(directory: Path = DDL_DIR) -> list[str]:
-    """The statements of every ``*.sql`` file, in file-name order (comments stripped)."""
-    statements: list[str] = []
-    for file in sorted(directory.glob("*.sql")):
-        text = "\n".join(line for line in file.read_text().splitlines() if not line.lstrip().startswith("--"))
-        statements += [s.strip() for s in text.split(";") if s.strip()]
-    return statements
-
-
 class ClickHouseSink:
-    """Writes a batch (``emotion_scores``, ``dead_letters``, ``review_queue``) and reviewers' labels."""
+    """Writes a batch (``emotion_scores``, ``dead_letters``, ``review_queue``) and reviewers' labels.
+
+    A :class:`Sink`, on a client of its own (:func:`~emostream.stream.clickhouse.client.open_client`).
+    """
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-        path = chdb_path(dsn)
-        if path is not None:
-            path.mkdir(parents=True, exist_ok=True)
-        self.client = clickhouse_connect.get_client(dsn=dsn)
+        self.client = open_client(dsn)
         # One insert context per table, reused: clickhouse-connect otherwise asks the server for the
         # column types (DESCRIBE TABLE) before every insert, one more query per table per batch. Contexts
         # are not thread-safe, hence the lock; any schema change or failed insert drops them.
@@ -110,35 +122,9 @@ class ClickHouseSink:
         self._insert_lock = threading.Lock()
 
     def apply_schema(self) -> None:
-        """Idempotent: every statement is ``CREATE ... IF NOT EXISTS``."""
+        """emostream's DDL (:func:`~emostream.stream.clickhouse.ddl.apply_schema`); idempotent."""
         self._contexts.clear()  # an ALTER in the DDL may have changed a column's type
-        for statement in ddl_statements():
-            try:
-                self.client.command(statement)
-            except DatabaseError as exc:
-                if self._migration_for_the_local_table(statement, exc):
-                    continue
-                words = statement.split()
-                what = " ".join(words[: words.index("EXISTS") + 2] if "EXISTS" in words else words[:4])
-                raise SchemaError(
-                    f"ClickHouse refused emostream's DDL ({what}): {str(exc).splitlines()[0]}. "
-                    f"A table of that name with another shape? The DDL is in {DDL_DIR}"
-                ) from None
-
-    def _migration_for_the_local_table(self, statement: str, exc: DatabaseError) -> bool:
-        """An ALTER a Distributed table cannot take (a new sorting key): on a cluster the tables are
-        ``*_local`` behind Distributed ones, and ``cluster/`` DDL migrates those; nothing to do here."""
-        if not statement.startswith("ALTER TABLE") or "NOT_IMPLEMENTED" not in str(exc):
-            return False
-        table = statement.split()[2]
-        engine = self.client.query(
-            "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
-            parameters={"t": table},
-        ).result_rows
-        if not engine or engine[0][0] != "Distributed":
-            return False
-        log.info("%s is Distributed: its local tables are migrated by the cluster DDL, not here", table)
-        return True
+        apply_schema(self.client)
 
     def write(
         self,
@@ -184,64 +170,58 @@ class ClickHouseSink:
         """The batch's new (tweet, version) pairs, then the rows they made older, or that were older.
 
         For each tweet of the batch the rows that must be in ``emotion_superseded`` are decided from
-        the tables (every version but the newest, by :func:`emostream.model.registry.version_order`), less those
-        already there. So a lagging worker's older row is taken back at once, a re-delivered batch
-        writes nothing, and a crash between the two inserts is repaired when the batch comes back (its
-        offsets were not committed): its scores are found and the missing superseded rows written.
-        Until then, and for the moment between the two inserts, such a tweet counts twice in the trends.
+        the tables (:func:`emostream.stream.clickhouse.supersede.superseded`: every version but the
+        newest), less those already there. So a lagging worker's older row is taken back at once, a
+        re-delivered batch writes nothing, and a crash between the two inserts is repaired when the batch
+        comes back (its offsets were not committed): its scores are found and the missing superseded rows
+        written. Until then, and for the moment between the two inserts, such a tweet counts twice in the
+        trends.
         """
-        ids = sorted({score.tweet_id for score in scores})
-        versions: dict[str, set[str]] = {}  # tweet -> the versions emotion_scores holds
-        superseded: set[tuple[str, str]] = set()
-        for tweet_id, version, done in self.client.query(
+        held, done = self._held_versions(sorted({score.tweet_id for score in scores}))
+        new = unwritten(scores, held)
+        self._insert("emotion_scores", SCORE_COLUMNS, list(new.values()))
+        for tweet_id, version in new:
+            held.setdefault(tweet_id, set()).add(version)
+        older = superseded(held, done)
+        if older:
+            # Rows written before this batch are read back (only when a version changed, so the usual
+            # batch pays one look-up, as before), FINAL picking the row the table keeps.
+            stored = self._stored_rows(sorted({tweet_id for tweet_id, _ in older.keys() - new.keys()}))
+            rows = superseded_rows(older, new, stored, datetime.now(UTC))
+            self._insert("emotion_superseded", SUPERSEDED_COLUMNS, rows)
+
+    def _held_versions(self, ids: Sequence[str]) -> tuple[dict[str, set[str]], set[Key]]:
+        """For these tweets: the versions ``emotion_scores`` holds, and the (tweet, version) pairs of
+        those already in ``emotion_superseded``."""
+        held: dict[str, set[str]] = {}
+        done: set[Key] = set()
+        for tweet_id, version, taken_back in self.client.query(
             "SELECT tweet_id, model_version, (tweet_id, model_version) IN (SELECT tweet_id, model_version "
             "FROM emotion_superseded WHERE tweet_id IN {ids:Array(String)}) "
             "FROM emotion_scores WHERE tweet_id IN {ids:Array(String)}",
             parameters={"ids": ids},
         ).result_rows:
-            versions.setdefault(tweet_id, set()).add(version)
-            if done:
-                superseded.add((tweet_id, version))
-        new: dict[tuple[str, str], EmotionScore] = {}  # a tweet twice in one batch is still one row
-        for score in scores:
-            if score.model_version not in versions.get(score.tweet_id, ()):
-                new.setdefault((score.tweet_id, score.model_version), score)
-        self._insert("emotion_scores", SCORE_COLUMNS, list(new.values()))
-        for tweet_id, version in new:
-            versions.setdefault(tweet_id, set()).add(version)
-        older: dict[tuple[str, str], str] = {}  # (tweet, version) to take back -> the tweet's newest version
-        for tweet_id, held in versions.items():
-            newest = max(held, key=version_order)
-            older |= {(tweet_id, v): newest for v in held if v != newest and (tweet_id, v) not in superseded}
-        if older:
-            self._insert("emotion_superseded", SUPERSEDED_COLUMNS, self._superseded_rows(older, new))
+            held.setdefault(tweet_id, set()).add(version)
+            if taken_back:
+                done.add((tweet_id, version))
+        return held, done
 
-    def _superseded_rows(
-        self, older: dict[tuple[str, str], str], new: dict[tuple[str, str], EmotionScore]
-    ) -> list[dict[str, Any]]:
-        """``emotion_superseded`` rows: each older (tweet, version) row's columns and its newest version.
-
-        Rows of this batch come from the batch; rows written before are read back (only when a version
-        changed, so the usual batch pays one look-up, as before), FINAL picking the row the table keeps.
-        """
-        stored: dict[tuple[str, str], dict[str, Any]] = {}
-        earlier = sorted({tweet_id for tweet_id, version in older if (tweet_id, version) not in new})
-        if earlier:
-            result = self.client.query(
-                f"SELECT {', '.join(SUPERSEDED_ROW)} FROM emotion_scores FINAL WHERE tweet_id IN {{ids:Array(String)}}",
-                parameters={"ids": earlier},
-            )
-            for values in result.result_rows:
-                row = dict(zip(SUPERSEDED_ROW, values, strict=True))
-                if row["created_at"].tzinfo is None:  # clickhouse-connect returns UTC as naive datetimes
-                    row["created_at"] = row["created_at"].replace(tzinfo=UTC)
-                stored[(row["tweet_id"], row["model_version"])] = row
-        now = datetime.now(UTC)
-        rows = []
-        for key, newest in older.items():
-            row = new[key].model_dump(include=set(SUPERSEDED_ROW)) if key in new else stored[key]
-            rows.append({**row, "superseded_by": newest, "superseded_at": now})
-        return rows
+    def _stored_rows(self, ids: Sequence[str]) -> dict[Key, dict[str, Any]]:
+        """The :data:`~emostream.stream.clickhouse.supersede.SUPERSEDED_ROW` columns of these tweets'
+        rows in ``emotion_scores`` (FINAL), by (tweet, version)."""
+        stored: dict[Key, dict[str, Any]] = {}
+        if not ids:
+            return stored
+        result = self.client.query(
+            f"SELECT {', '.join(SUPERSEDED_ROW)} FROM emotion_scores FINAL WHERE tweet_id IN {{ids:Array(String)}}",
+            parameters={"ids": list(ids)},
+        )
+        for values in result.result_rows:
+            row = dict(zip(SUPERSEDED_ROW, values, strict=True))
+            if row["created_at"].tzinfo is None:  # clickhouse-connect returns UTC as naive datetimes
+                row["created_at"] = row["created_at"].replace(tzinfo=UTC)
+            stored[(row["tweet_id"], row["model_version"])] = row
+        return stored
 
     def _insert(self, table: str, names: Sequence[str], rows: Sequence[BaseModel | dict[str, Any]]) -> None:
         if not rows:
@@ -268,7 +248,7 @@ class ClickHouseSink:
         try:
             write()
         except DatabaseError as exc:
-            if getattr(exc, "code", None) != UNKNOWN_TABLE and "UNKNOWN_TABLE" not in str(exc):
+            if not is_unknown_table(exc):
                 raise
             names = (tables,) if isinstance(tables, str) else tables
             gone = [name for name in names if not self._exists(name)] or list(names)

@@ -63,7 +63,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from emostream.schemas.settings import Settings
+from pydantic import BaseModel, ConfigDict, Field
+
+from emostream.stream.clickhouse.dsn import ClickHouseDsn
 
 READING_STATEMENTS = (
     "SelectWithUnionQuery",
@@ -191,6 +193,8 @@ class Number(float):
 
 @dataclass
 class SqlResult:
+    """A statement's result: column names, their ClickHouse types, and the rows (floats as :class:`Number`)."""
+
     columns: list[str]
     types: list[str]
     rows: list[list[Any]] = field(default_factory=list)
@@ -216,6 +220,7 @@ class AstNode:
     children: list[AstNode] = field(default_factory=list)
 
     def walk(self) -> Iterator[AstNode]:
+        """This node and every node below it, depth first, in the order ``EXPLAIN AST`` printed them."""
         yield self
         for child in self.children:
             yield from child.walk()
@@ -263,14 +268,30 @@ def parse_explain_ast(lines: list[str]) -> AstNode:
     return root
 
 
-def session_settings(settings: Settings) -> dict[str, Any]:
+class SqlLimits(BaseModel):
+    """What one user statement may take: time, rows, bytes returned and memory (``EMOSTREAM_SQL_*``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sql_timeout: float = Field(30.0, gt=0, description="longest a user SQL statement may run, seconds")
+    sql_max_rows: int = Field(100_000, gt=0, description="most rows a user SQL statement may return")
+    sql_max_bytes: int = Field(64_000_000, gt=0, description="most bytes a user SQL statement may return")
+    sql_max_memory: int = Field(
+        1_000_000_000,
+        gt=0,
+        description="most bytes of memory a user SQL statement may use (ClickHouse's max_memory_usage); in the "
+        "embedded mode the engine shares the worker's process, so an unbounded query could take the worker down",
+    )
+
+
+def session_settings(limits: SqlLimits) -> dict[str, Any]:
     """What every user statement runs under; ``readonly`` comes last because it freezes the others."""
     return {
-        "max_execution_time": settings.sql_timeout,
-        "max_result_rows": settings.sql_max_rows,
-        "max_result_bytes": settings.sql_max_bytes,
+        "max_execution_time": limits.sql_timeout,
+        "max_result_rows": limits.sql_max_rows,
+        "max_result_bytes": limits.sql_max_bytes,
         "result_overflow_mode": "throw",
-        "max_memory_usage": settings.sql_max_memory,  # per statement; the engine's default is no limit
+        "max_memory_usage": limits.sql_max_memory,  # per statement; the engine's default is no limit
         "output_format_json_quote_64bit_integers": 0,
         "output_format_json_validate_utf8": 1,  # a dead letter's raw bytes must not break the JSON
         "readonly": 1,
@@ -280,13 +301,11 @@ def session_settings(settings: Settings) -> dict[str, Any]:
 class ReadOnlySql:
     """A ClickHouse client for untrusted statements. Blocking: call it from a thread of its own."""
 
-    def __init__(self, settings: Settings) -> None:
-        from emostream.stream.clickhouse.sink import chdb_path
-
-        self.dsn = settings.resolved_query_dsn()
-        self.embedded = self.dsn.startswith("chdb://")
-        self._limits = session_settings(settings)
-        directory = chdb_path(self.dsn)
+    def __init__(self, dsn: ClickHouseDsn, limits: SqlLimits) -> None:
+        self.dsn = dsn.url
+        self.embedded = dsn.embedded
+        self._limits = session_settings(limits)
+        directory = dsn.directory
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -329,6 +348,7 @@ class ReadOnlySql:
                 raise
 
     def query(self, statement: str) -> SqlResult:
+        """The statement's result as columns, types and rows; :class:`SqlError` as for :meth:`run`."""
         return SqlResult.from_json_compact(self.run(statement))
 
     def _single_statement(self, statement: str) -> str:
@@ -470,4 +490,5 @@ class ReadOnlySql:
             raise SqlError(str(exc).strip()) from None
 
     def close(self) -> None:
+        """Close the client (its chDB handle, or its HTTP connections)."""
         self.client.close()

@@ -63,12 +63,15 @@ def shares_statement(by: Bucket, since_seconds: int, brand: str | None = None) -
 
 @dataclass
 class Trends:
+    """Label shares per time bucket, and each bucket's tweet count, as read from the rollup."""
+
     shares: pd.DataFrame  # index: bucket; columns: the six labels (share of the bucket's tweets, 0-1)
     tweets: pd.Series  # tweets per bucket
     by: Bucket = "hour"
 
     @classmethod
     def load(cls, run: Callable[[str], SqlResult], by: Bucket, since_seconds: int, brand: str | None = None) -> Trends:
+        """The last ``since_seconds`` in ``by`` buckets (one ``brand``'s or all), read with ``run``; empty if none."""
         import pandas as pd
 
         result = run(shares_statement(by, since_seconds, brand))

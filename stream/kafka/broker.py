@@ -51,12 +51,14 @@ def _own_session_and_die_with_parent() -> None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now, the OS's pick (nothing holds it: another process could take it first)."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    """Whether ``host:port`` accepts a TCP connection within ``timeout`` seconds (retried every 50 ms)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -78,9 +80,11 @@ class EmbeddedBroker:
 
     @property
     def bootstrap(self) -> str:
+        """``host:port``, for a Kafka client's bootstrap servers."""
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
+        """Start tansu and wait up to ``timeout`` seconds for it to listen (else stop it, RuntimeError); self."""
         url = f"tcp://{self.host}:{self.port}"
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -96,6 +100,7 @@ class EmbeddedBroker:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds; nothing if it is not running."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)

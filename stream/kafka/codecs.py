@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from emostream.schemas import DeadLetter, EmotionScore, ReviewItem, Tweet
 from faust.serializers import codecs
 from pydantic import BaseModel
+
+from emostream.schemas import DeadLetter, EmotionScore, ReviewItem, Tweet
 
 
 class PydanticCodec(codecs.Codec):
@@ -34,5 +35,6 @@ CODECS: dict[str, type[BaseModel]] = {
 
 
 def register_codecs() -> None:
+    """Register with Faust a :class:`PydanticCodec` per name of :data:`CODECS`, for topics' ``value_serializer``."""
     for name, model in CODECS.items():
         codecs.register(name, PydanticCodec(model))

@@ -23,9 +23,10 @@ from typing import BinaryIO, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
-from emostream.schemas import Tweet, describe_errors
 from pydantic import ValidationError
 from tqdm.auto import tqdm
+
+from emostream.schemas import Tweet, describe_errors
 
 OnError = Literal["skip", "fail"]
 log = logging.getLogger("emostream.ingest")
@@ -48,11 +49,14 @@ class FieldMap:
     source: str = "source"
 
     def apply(self, record: dict) -> dict:
+        """``record`` as Tweet fields: each one renamed from its input field, left out where missing, None or ""."""
         return {name: record[key] for name, key in self.__dict__.items() if record.get(key) not in (None, "")}
 
 
 @dataclass
 class IngestReport:
+    """What :func:`produce` did: tweets sent, bad lines skipped (line number, reason), seconds it took."""
+
     sent: int = 0
     bad: list[tuple[int, str]] = field(default_factory=list)
     seconds: float = 0.0

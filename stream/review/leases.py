@@ -48,6 +48,8 @@ SKIPS = 10_000
 
 
 class LeaseBook:
+    """Who holds which review item until when, and which items each session skipped; bounded (see the module)."""
+
     def __init__(
         self,
         ttl: float,
@@ -70,23 +72,28 @@ class LeaseBook:
         self._skipped: dict[str, OrderedDict[Hashable, float]] = {}
 
     def held_by_others(self, owner: str) -> set[Hashable]:
+        """Items leased to any session but ``owner`` (expired leases dropped first): to keep off its screen."""
         self._expire(self._clock())
         return {item for item, (holder, _) in self._leases.items() if holder != owner}
 
     def held_by(self, owner: str) -> list[Hashable]:
+        """The owner's live leases, oldest first (a lease taken over by :meth:`reclaim` counts as new)."""
         self._expire(self._clock())
         return [item for item, (holder, _) in self._leases.items() if holder == owner]
 
     def holder(self, item: Hashable) -> str | None:
+        """The session that holds a live lease on the item, or None when it is free."""
         self._expire(self._clock())
         lease = self._leases.get(item)
         return lease[0] if lease else None
 
     def lease_count(self) -> int:
+        """How many items are leased now, to all sessions (expired leases not counted)."""
         self._expire(self._clock())
         return len(self._leases)
 
     def holders_now(self) -> set[str]:
+        """The sessions that hold at least one live lease."""
         self._expire(self._clock())
         return {holder for holder, _ in self._leases.values()}
 
@@ -162,10 +169,12 @@ class LeaseBook:
         return taken
 
     def release(self, owner: str, item: Hashable) -> None:
+        """Give the item back to the pool, if the owner holds it (another session's lease is left alone)."""
         if self._leases.get(item, ("", 0.0))[0] == owner:
             del self._leases[item]
 
     def release_all_but(self, owner: str, keep: set[Hashable]) -> None:
+        """Give back every item the owner holds except those in ``keep`` (what its page still shows)."""
         for item in self.held_by(owner):
             if item not in keep:
                 del self._leases[item]
@@ -189,10 +198,12 @@ class LeaseBook:
             self._drop_skip(who, oldest)
 
     def skipped(self, owner: str) -> set[Hashable]:
+        """Items the owner skipped less than ``SKIP_MEMORY`` seconds ago: to leave out of its queue."""
         self._forget_expired(self._clock())
         return set(self._skipped.get(owner, ()))
 
     def skip_count(self) -> int:
+        """How many skips the book remembers, all sessions together (expired ones may still be counted)."""
         return len(self._skip_order)
 
     def _drop_skip(self, owner: str, item: Hashable) -> None:

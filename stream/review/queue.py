@@ -31,9 +31,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from emostream.schemas import LABELS, ReviewLabel
-from emostream.stream.clickhouse.sink import LABEL_COLUMNS, ClickHouseSink
 from pydantic import Field, StringConstraints
+
+from emostream.schemas import LABELS, ReviewLabel
+from emostream.stream.clickhouse.client import open_client
+from emostream.stream.clickhouse.ddl import apply_schema
+from emostream.stream.clickhouse.labels import (
+    CURRENT_LABELS,
+    LABEL_EVENTS,
+    LABELLED,
+)
+from emostream.stream.clickhouse.sink import LABEL_COLUMNS
 
 SHA256_HEX = r"^[0-9a-f]{64}$"
 TextSha256 = Annotated[str, StringConstraints(pattern=SHA256_HEX)]
@@ -55,37 +63,6 @@ class ShownLabel(ReviewLabel):
     text_sha256: TextSha256 = Field(description="SHA-256 (hex) of the text the label was given for")
 
 
-# Every label event, with the item it is for. A label from before text_sha256 ('') is bound to its tweet
-# id's one text while the queue holds only one; otherwise to none ('' again, which matches no item).
-LABEL_EVENTS = """
-SELECT l.tweet_id AS tweet_id, if(l.text_sha256 != '', l.text_sha256, legacy.only_sha256) AS text_sha256,
-       l.label AS label, l.reviewer AS reviewer, l.labelled_at AS labelled_at,
-       l.model_version AS model_version, l.confidence AS confidence, l.retracted AS retracted
-FROM review_labels AS l
-GLOBAL LEFT JOIN (
-    SELECT tweet_id, any(text_sha256) AS only_sha256 FROM review_queue
-    WHERE tweet_id GLOBAL IN (SELECT tweet_id FROM review_labels WHERE text_sha256 = '')
-    GROUP BY tweet_id HAVING uniqExact(text_sha256) = 1
-) AS legacy ON l.tweet_id = legacy.tweet_id
-"""
-CURRENT_LABELS = f"""
-SELECT tweet_id, text_sha256, argMax(label, labelled_at) AS label, argMax(reviewer, labelled_at) AS reviewer,
-       argMax(retracted, labelled_at) AS retracted, max(labelled_at) AS last_labelled_at
-FROM ({LABEL_EVENTS}) WHERE text_sha256 != '' GROUP BY tweet_id, text_sha256
-"""
-LABELLED = f"SELECT tweet_id, text_sha256 FROM ({CURRENT_LABELS}) WHERE NOT retracted"
-# The training file: the current label of each labelled item with the text of that item (the text the
-# label was given for), "none" (no emotion fits) left out. A tweet id with two labelled texts gives two
-# rows. Read by the retraining job by name: its columns stay tweet_id, text, label.
-TRAINING_LABELS_WITH_IDS = f"""
-SELECT l.tweet_id AS tweet_id, q.text AS text, l.label AS label
-FROM ({CURRENT_LABELS}) AS l
-INNER JOIN (SELECT tweet_id, text_sha256, any(text) AS text FROM review_queue GROUP BY tweet_id, text_sha256) AS q
-    ON l.tweet_id = q.tweet_id AND l.text_sha256 = q.text_sha256
-WHERE NOT l.retracted AND l.label != 'none'
-ORDER BY tweet_id, l.text_sha256
-"""
-TRAINING_LABELS = f"SELECT text, label FROM ({TRAINING_LABELS_WITH_IDS})"
 ITEM_COLUMNS = (
     "tweet_id",
     "text_sha256",
@@ -197,7 +174,12 @@ class ReviewQueue:
     """Reads the queue and writes labels, on a ClickHouse client of its own (chDB: a handle of its own)."""
 
     def __init__(self, dsn: str) -> None:
-        self.sink = ClickHouseSink(dsn)
+        self.client = open_client(dsn)
+
+    def apply_schema(self) -> None:
+        """emostream's tables (:func:`emostream.stream.clickhouse.ddl.apply_schema`), for a review service
+        that may start before any worker; idempotent."""
+        apply_schema(self.client)
 
     def pending(
         self,
@@ -211,7 +193,7 @@ class ReviewQueue:
         """The most uncertain pending items (lowest margin) first, except that ``mine`` (held by the
         asking session) come before the rest, so the items on someone's screen do not reshuffle.
         ``only``: just these items (those still pending and matching the filters)."""
-        rows = self.sink.client.query(
+        rows = self.client.query(
             PENDING,
             parameters={
                 "exclude": [tuple(key) for key in exclude],
@@ -226,7 +208,7 @@ class ReviewQueue:
         return [QueueItem.from_row(row) for row in rows]
 
     def item(self, tweet_id: str, sha256: str) -> QueueItem | None:
-        rows = self.sink.client.query(
+        rows = self.client.query(
             f"SELECT {', '.join(ITEM_COLUMNS)} FROM review_queue FINAL "
             "WHERE tweet_id = {id:String} AND text_sha256 = {sha:String}",
             parameters={"id": tweet_id, "sha": sha256},
@@ -235,7 +217,7 @@ class ReviewQueue:
 
     def texts(self, tweet_id: str) -> int:
         """How many texts (items) the queue holds for a tweet id."""
-        rows = self.sink.client.query(
+        rows = self.client.query(
             "SELECT uniqExact(text_sha256) FROM review_queue WHERE tweet_id = {id:String}", parameters={"id": tweet_id}
         ).result_rows
         return int(rows[0][0])
@@ -243,7 +225,7 @@ class ReviewQueue:
     def current_label(self, tweet_id: str, sha256: str) -> ShownLabel | None:
         """The latest label event of an item (which may be a retraction), or None if it has none."""
         names = ("tweet_id", "text_sha256", "label", "reviewer", "labelled_at", "model_version", "confidence")
-        rows = self.sink.client.query(
+        rows = self.client.query(
             f"SELECT {', '.join(names)}, retracted FROM ({LABEL_EVENTS}) "
             "WHERE tweet_id = {id:String} AND text_sha256 = {sha:String} ORDER BY labelled_at DESC LIMIT 1",
             parameters={"id": tweet_id, "sha": sha256},
@@ -256,8 +238,8 @@ class ReviewQueue:
         return ShownLabel(**values)
 
     def counts(self, reviewer: str) -> Counts:
-        by_facet = self.sink.client.query(PENDING_BY_FACET).result_rows
-        done, mine = self.sink.client.query(DONE, parameters={"reviewer": reviewer}).result_rows[0]
+        by_facet = self.client.query(PENDING_BY_FACET).result_rows
+        done, mine = self.client.query(DONE, parameters={"reviewer": reviewer}).result_rows[0]
         return Counts({(brand, label): int(n) for brand, label, n in by_facet}, int(done), int(mine))
 
     def write_label(self, label: ShownLabel) -> None:
@@ -270,7 +252,7 @@ class ReviewQueue:
             value.astimezone(UTC) if isinstance(value, datetime) else value
             for value in (getattr(label, name) for name in SHOWN_LABEL_COLUMNS)
         ]
-        self.sink.client.insert("review_labels", [row], column_names=list(SHOWN_LABEL_COLUMNS))
+        self.client.insert("review_labels", [row], column_names=list(SHOWN_LABEL_COLUMNS))
 
     def close(self) -> None:
-        self.sink.close()
+        self.client.close()

@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
 from emostream.schemas import LABELS, NO_EMOTION, describe_errors
 from emostream.schemas.messages import TweetId
-from emostream.schemas.settings import Settings
 from emostream.stream.clickhouse.trends import BUCKET_FUNCTIONS, TrendsError, parse_duration
 from emostream.stream.review.queue import TextSha256
 from emostream.stream.review.service import ReviewError, ReviewService
-from emostream.stream.web.auth import RequestGuard
+from emostream.stream.web.auth import RequestGuard, WebConfig
 from emostream.stream.web.sessions import SessionError, check_reviewer
-from pydantic import BaseModel, ValidationError
 
 STATIC = Path(__file__).resolve().parent / "static"
 FIRST_WINDOW = 10  # items the page comes with: review.js's WINDOW
@@ -52,15 +52,17 @@ class ItemRequest(BaseModel):
 
 
 class LabelRequest(ItemRequest):
+    """An item and its label: one of ``LABELS`` or ``NO_EMOTION`` (anything else is refused with 400)."""
+
     label: str
 
 
-def review_url(settings: Settings, port: int, token: str) -> str:
+def review_url(web: WebConfig, port: int, token: str) -> str:
     """The page's address; with the token in it when emostream made the token up (as Jupyter does).
     A token the user configured is theirs to hand out: it is not printed into logs."""
-    host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::") else settings.web_host
+    host = "127.0.0.1" if web.web_host in ("0.0.0.0", "::") else web.web_host
     base = f"http://{host}:{port}/review"
-    return f"{base} (token: EMOSTREAM_REVIEW_TOKEN)" if settings.review_token else f"{base}?token={token}"
+    return f"{base} (token: EMOSTREAM_REVIEW_TOKEN)" if web.review_token else f"{base}?token={token}"
 
 
 def mount_review(app: web.Application, service: ReviewService, guard: RequestGuard) -> None:
@@ -112,11 +114,12 @@ def _session_of(request: web.Request) -> dict[str, Any]:
         "scope": principal.scope,
         "csrf": csrf,
         "labels": [*LABELS, NO_EMOTION],
-        "lease_seconds": request.app[SERVICE].settings.review_lease,
+        "lease_seconds": request.app[SERVICE].setup.review.review_lease,
     }
 
 
 async def session(request: web.Request) -> web.Response:
+    """GET /review/api/session: the caller's reviewer name, scope, CSRF token (sessions), labels and lease length."""
     return web.json_response(_session_of(request))
 
 
@@ -143,6 +146,7 @@ async def review_page(request: web.Request) -> web.Response:
 
 
 async def items(request: web.Request) -> web.Response:
+    """GET /review/api/items: the caller's next window of ``n`` items (1 to 50), optionally of one brand and label."""
     query = request.query
     try:
         limit = int(query.get("n", "10"))
@@ -155,6 +159,7 @@ async def items(request: web.Request) -> web.Response:
 
 
 async def label(request: web.Request) -> web.Response:
+    """POST /review/api/label: save the caller's label of an item; 409 when the queue's rules refuse it."""
     body = await _body(request, LabelRequest)
     try:
         saved = await request.app[SERVICE].label(
@@ -168,6 +173,7 @@ async def label(request: web.Request) -> web.Response:
 
 
 async def undo(request: web.Request) -> web.Response:
+    """POST /review/api/undo: withdraw the caller's own current label; returns the item, pending again."""
     body = await _body(request, ItemRequest)
     try:
         item = await request.app[SERVICE].undo(_reviewer_checked(request), body.tweet_id, body.text_sha256)
@@ -177,6 +183,7 @@ async def undo(request: web.Request) -> web.Response:
 
 
 async def skip(request: web.Request) -> web.Response:
+    """POST /review/api/skip: give the item up and keep it out of the caller's queue for ``SKIP_MEMORY`` seconds."""
     body = await _body(request, ItemRequest)
     try:
         await request.app[SERVICE].skip(request["principal"], body.tweet_id, body.text_sha256)
@@ -186,6 +193,7 @@ async def skip(request: web.Request) -> web.Response:
 
 
 async def trends(request: web.Request) -> web.Response:
+    """GET /trends/api: emotion shares per bucket (query: by, since, brand) and their spikes (k, window), as JSON."""
     service = request.app[SERVICE]
     by, seconds, brand = _trend_args(request)
     result = await service.trends(by, seconds, brand)
@@ -213,6 +221,7 @@ def _records(spikes: Any) -> list[dict[str, Any]]:
 
 
 async def chart(request: web.Request) -> web.Response:
+    """GET /trends/chart.png: the same shares drawn as a PNG; 404 when nothing was scored in the range."""
     service = request.app[SERVICE]
     by, seconds, brand = _trend_args(request)
     result = await service.trends(by, seconds, brand)

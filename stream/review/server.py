@@ -10,34 +10,33 @@ import asyncio
 import logging
 
 from aiohttp import web
-from emostream.schemas.settings import Settings
+
 from emostream.stream.kafka.broker import free_port
 from emostream.stream.kafka.topics import ensure_topics
 from emostream.stream.review.routes import mount_review, review_url
-from emostream.stream.review.service import ReviewService
-from emostream.stream.web.auth import ADMIN, REVIEW, guard_for, new_token
+from emostream.stream.review.service import ReviewService, ReviewSetup
+from emostream.stream.web.auth import ADMIN, REVIEW, WebConfig, guard_for
 
 log = logging.getLogger("emostream.review")
 
 
-def serve_review(settings: Settings, bootstrap: str) -> int:
+def serve_review(setup: ReviewSetup, web_config: WebConfig, partitions: int, bootstrap: str) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
-    asyncio.run(ensure_topics(bootstrap, [settings.topic_labels], settings.partitions))
-    port = settings.web_port or free_port(settings.web_host)
-    review_token = settings.review_token.get_secret_value() if settings.review_token else new_token()
-    admin_token = settings.web_token.get_secret_value() if settings.web_token else new_token()
-    guard = guard_for(settings, port, {ADMIN: admin_token, REVIEW: review_token})
+    asyncio.run(ensure_topics(bootstrap, [setup.labels_topic], partitions))
+    port = web_config.web_port or free_port(web_config.web_host)
+    admin_token, review_token = web_config.tokens()
+    guard = guard_for(web_config, port, {ADMIN: admin_token, REVIEW: review_token})
     app = web.Application(middlewares=[guard.middleware()])
-    mount_review(app, ReviewService(settings, bootstrap), guard)
+    mount_review(app, ReviewService(setup, bootstrap), guard)
 
     async def announce(_: web.Application) -> None:
         log.info(
             "review page: %s (labels to %s on %s)",
-            review_url(settings, port, review_token),
-            settings.topic_labels,
+            review_url(web_config, port, review_token),
+            setup.labels_topic,
             bootstrap,
         )
 
     app.on_startup.append(announce)
-    web.run_app(app, host=settings.web_host, port=port, print=None, access_log=None)
+    web.run_app(app, host=web_config.web_host, port=port, print=None, access_log=None)
     return 0

@@ -28,13 +28,16 @@ import io
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
+from pydantic import BaseModel, ConfigDict, Field
+
 from emostream.schemas.messages import utc_now
-from emostream.schemas.settings import Settings
-from emostream.stream.clickhouse.sql import ReadOnlySql
+from emostream.stream.clickhouse.dsn import ClickHouseDsn
+from emostream.stream.clickhouse.sql import ReadOnlySql, SqlLimits
 from emostream.stream.clickhouse.trends import Bucket, Trends
 from emostream.stream.kafka.ingest import start_producer
 from emostream.stream.review.leases import LEASES_PER_SESSION, LeaseBook
@@ -58,24 +61,49 @@ def owner_of(principal: Principal) -> str:
     return principal.session.nonce if principal.session else f"bearer:{principal.scope}:{principal.reviewer}"
 
 
+class ReviewConfig(BaseModel):
+    """How the queue hands out items (``EMOSTREAM_REVIEW_LEASE``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    review_lease: float = Field(
+        120.0, gt=0, description="seconds an item shown to one reviewer is kept from the others"
+    )
+
+
+@dataclass(frozen=True)
+class ReviewSetup:
+    """What a review service is built from, assembled once at the top (``emostream.settings``)."""
+
+    review: ReviewConfig
+    labels_topic: str
+    dsn: ClickHouseDsn  # the writer's: the queue reads items and writes labels
+    query_dsn: ClickHouseDsn  # user SQL's: the trends page
+    sql: SqlLimits
+
+
 class ReviewService:
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
-        self.settings = settings
+    """The review queue's operations for the pages: windows of leased items, labels, undo, skips, trends."""
+
+    def __init__(self, setup: ReviewSetup, bootstrap: str) -> None:
+        self.setup = setup
         self.bootstrap = bootstrap
-        self.leases = LeaseBook(settings.review_lease)
-        self.queue = ReviewQueue(settings.resolved_clickhouse_dsn())
-        self.queue.sink.apply_schema()
-        self.sql = ReadOnlySql(settings)
+        self.leases = LeaseBook(setup.review.review_lease)
+        self.queue = ReviewQueue(setup.dsn.url)
+        self.queue.apply_schema()
+        self.sql = ReadOnlySql(setup.query_dsn, setup.sql)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="emostream-review")
         self._producer: AIOKafkaProducer | None = None
         self._writing = asyncio.Lock()
 
     async def start(self) -> None:
+        """Start the producer that sends labels to ``tweets.labels``; labels are refused (503) until then."""
         # One label per send, awaited: no lingering. Without idempotence (the embedded broker) a retried
         # send can repeat a label event; the history keeps events, and the latest one still decides.
         self._producer = await start_producer(self.bootstrap, linger_ms=0, refusal_level=logging.INFO)
 
     async def stop(self) -> None:
+        """Stop the producer, wait for the ClickHouse thread's work to finish, and close the queue's and SQL clients."""
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -112,10 +140,11 @@ class ReviewService:
         return {
             "items": [item.as_json() for item in items],
             "counts": counts.as_json(brand, label),
-            "lease_seconds": self.settings.review_lease,
+            "lease_seconds": self.setup.review.review_lease,
         }
 
     async def label(self, principal: Principal, tweet_id: str, sha256: str, label: str) -> ShownLabel:
+        """Save the caller's label of the item it was shown, durable on return; 409 per the module's rules."""
         async with self._writing:
             item = await self._item(tweet_id, sha256)
             holder = self.leases.holder(item.key)
@@ -175,20 +204,24 @@ class ReviewService:
         if self._producer is None:
             raise ReviewError(503, "the review service is not started")
         await self._producer.send_and_wait(
-            self.settings.topic_labels, key=record.tweet_id.encode(), value=record.model_dump_json().encode()
+            self.setup.labels_topic, key=record.tweet_id.encode(), value=record.model_dump_json().encode()
         )
         await self._blocking(self.queue.write_label, record)
 
     async def trends(self, by: Bucket, since_seconds: int, brand: str | None) -> Trends:
+        """Emotion shares per ``by`` bucket over the last ``since_seconds``, of one brand or all (read-only SQL)."""
         return await self._blocking(Trends.load, self.sql.query, by, since_seconds, brand)
 
     async def trend_brands(self) -> list[str]:
+        """The brands the trends know, sorted (at most 1,000): the trends page's brand choices."""
         result = await self._blocking(
             self.sql.query, "SELECT DISTINCT brand FROM emotion_trends_minute ORDER BY brand LIMIT 1000"
         )
         return [str(row[0]) for row in result.rows]
 
     async def chart(self, trends: Trends, title: str) -> bytes:
+        """The trends drawn as a PNG, on the service's thread (drawing blocks)."""
+
         def draw() -> bytes:
             buffer = io.BytesIO()
             trends.plot(buffer, title)

@@ -35,10 +35,13 @@ class SimulationError(RuntimeError):
 
 @dataclass(frozen=True)
 class Answers:
+    """Gold labels to answer with, by tweet id and by (stripped) text; read from a file by :meth:`read`."""
+
     by_id: dict[str, str]
     by_text: dict[str, str]
 
     def answer(self, item: dict[str, Any]) -> str | None:
+        """The item's gold label, by its id first, else by its text; None when the file knows neither."""
         return self.by_id.get(str(item["tweet_id"])) or self.by_text.get(str(item["text"]).strip())
 
     @classmethod
@@ -78,12 +81,15 @@ class ReviewClient:
         return str(self._call("GET", "/review/api/session")["reviewer"])
 
     def items(self, n: int = WINDOW) -> list[dict[str, Any]]:
+        """This credential's next window of up to ``n`` items, leased to it as the page's would be."""
         return self._call("GET", f"/review/api/items?n={n}")["items"]
 
     def label(self, item: dict[str, Any], label: str) -> None:
+        """Label the item as it was shown (its id and text hash); an HTTP refusal raises ``SimulationError``."""
         self._call("POST", "/review/api/label", {**_ref(item), "label": label})
 
     def skip(self, item: dict[str, Any]) -> None:
+        """Skip the item: the service gives it up and keeps it out of this credential's queue for a while."""
         self._call("POST", "/review/api/skip", _ref(item))
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -115,6 +121,8 @@ def _ref(item: dict[str, Any]) -> dict[str, str]:
 
 @dataclass
 class SimulationReport:
+    """What a run did: labels given (in all and per label) and distinct items skipped."""
+
     labelled: int = 0
     skipped: int = 0
     per_label: Counter[str] = field(default_factory=Counter)

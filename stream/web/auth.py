@@ -28,16 +28,82 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from emostream.schemas.settings import Settings
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+
 from emostream.stream.web.sessions import Session, SessionCodec, SessionError, cookie_name
 
 TOKEN_BYTES = 32
+MIN_TOKEN_CHARS = 16
+PLACEHOLDERS = ("change-me", "changeme", "replace-me")
+
+
+def strong_token(value: SecretStr | None) -> SecretStr | None:
+    """A configured credential must be one nobody can guess: no placeholder, no short word."""
+    if value is None:
+        return None
+    token = value.get_secret_value()
+    if len(token.strip()) < MIN_TOKEN_CHARS:
+        raise ValueError(
+            f"must be at least {MIN_TOKEN_CHARS} characters (e.g. python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'), or unset for a random one per run"
+        )
+    if any(word in token.lower() for word in PLACEHOLDERS):
+        raise ValueError("is still a placeholder from .env.example: set a random value")
+    return value
+
+
+# A configured token, checked for strength when the settings are read; None: a random one per run.
+Credential = Annotated[SecretStr | None, AfterValidator(strong_token)]
+
+
+def default_reviewer() -> str:
+    """The name of the user running the server: a sensible label on a one-person machine."""
+    import getpass
+
+    try:
+        return getpass.getuser()[:64] or "reviewer"
+    except (KeyError, OSError):
+        return "reviewer"
+
+
+class WebConfig(BaseModel):
+    """Where an endpoint listens, the credentials it asks for, and who the shared tokens label as."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    web_host: str = Field("127.0.0.1", description="host of the worker's web endpoint")
+    web_port: int = Field(0, ge=0, description="port of the worker's web endpoint; 0: a free one")
+    web_token: Credential = Field(
+        None,
+        description="credential every request to the web endpoint must carry (Authorization: Bearer); "
+        "unset: a random one per run, written beside the endpoint file with mode 0600",
+    )
+    review_token: Credential = Field(
+        None,
+        description="credential of the review and trends pages (and their API), for reviewers; it opens "
+        "nothing else. Unset: a random one per run, printed in the page's URL",
+    )
+    reviewer: str = Field(
+        default_factory=default_reviewer,
+        min_length=1,
+        max_length=64,
+        description="the reviewer name every session and program of the shared review and operator tokens "
+        "labels as; bound by the server, no request can change it",
+    )
+    session_hours: float = Field(12.0, gt=0, description="hours a review page session (its cookie) lasts")
+
+    def tokens(self) -> tuple[str, str]:
+        """The operator's and the reviewers' tokens: the configured ones, else a random one each per run."""
+        admin = self.web_token.get_secret_value() if self.web_token else new_token()
+        review = self.review_token.get_secret_value() if self.review_token else new_token()
+        return admin, review
 
 
 def new_token() -> str:
+    """A random credential for one run: 32 random bytes, URL-safe base64 (43 characters)."""
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
@@ -52,6 +118,7 @@ def write_token(path: Path, token: str) -> None:
 
 
 def read_token(path: Path) -> str | None:
+    """The token a running endpoint wrote, stripped; None when the file is missing, unreadable or empty."""
     try:
         return path.read_text().strip() or None
     except OSError:
@@ -81,6 +148,8 @@ class Principal:
 
 @dataclass(frozen=True)
 class Refusal:
+    """A request the guard turns away: the HTTP status (401, 403) and the reason the caller is told."""
+
     status: int
     reason: str
 
@@ -128,6 +197,7 @@ class RequestGuard:
         cookies: Mapping[str, str] | None = None,
         query: Mapping[str, str] | None = None,
     ) -> Principal | Refusal | Login:
+        """Who the request comes from (a ``Principal``), a ``Login`` to answer with a cookie, or a ``Refusal``."""
         query = query or {}
         page_load = method == "GET" and path in PAGES
         refused = self._foreign(headers, navigation=page_load and headers.get("Sec-Fetch-Mode") == "navigate")
@@ -249,10 +319,10 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
     return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
 
 
-def guard_for(settings: Settings, port: int, credentials: dict[str, str]) -> RequestGuard:
-    """The guard of an endpoint on ``settings.web_host:port`` with these credentials (scope -> token)."""
-    sessions = SessionCodec(credentials, max_age=settings.session_hours * 3600)
-    return RequestGuard(credentials, settings.web_host, port, sessions, reviewer=settings.reviewer)
+def guard_for(web: WebConfig, port: int, credentials: dict[str, str]) -> RequestGuard:
+    """The guard of an endpoint on ``web.web_host:port`` with these credentials (scope -> token)."""
+    sessions = SessionCodec(credentials, max_age=web.session_hours * 3600)
+    return RequestGuard(credentials, web.web_host, port, sessions, reviewer=web.reviewer)
 
 
 def _names_of(host: str) -> set[str]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emostream.stream.clickhouse.dsn import ClickHouseDsn
 from emostream.stream.clickhouse.sql import SqlError, SqlResult
 from emostream.stream.discovery import endpoint_file, read_state
 from emostream.stream.web.auth import read_token, token_file
@@ -37,6 +38,8 @@ CHUNK = 1 << 20  # bytes: what a download or a copy holds in memory at a time
 
 @dataclass(frozen=True)
 class Endpoint:
+    """A running worker's web endpoint, as a client reaches it: its base URL and the operator's token."""
+
     url: str
     token: str
 
@@ -52,6 +55,7 @@ class Endpoint:
         return cls(str(state["url"]), token)
 
     def sql(self, statement: str, timeout: float = 120.0) -> SqlResult:
+        """Run a statement as user SQL there; a refusal, or no answer within ``timeout`` s, raises ``SqlError``."""
         request = urllib.request.Request(
             f"{self.url}/sql",
             data=statement.encode(),
@@ -92,6 +96,7 @@ class Endpoint:
             partial.unlink(missing_ok=True)
 
     def count_training_labels(self, timeout: float = 120.0) -> int:
+        """The rows the labels snapshot would have now; ``SqlError`` on a refusal or an answer that is no count."""
         request = urllib.request.Request(f"{self.url}{LABELS_COUNT_ROUTE}", headers=self._auth())
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -135,13 +140,14 @@ def export_training_labels(dsn: str, path: Path) -> int:
     streamed to the file in chunks. Either way the file is checked to be whole Parquet before it counts.
     """
     from clickhouse_connect.driver.binding import format_query_value
-    from emostream.stream.review.queue import TRAINING_LABELS_WITH_IDS
+
+    from emostream.stream.clickhouse.labels import TRAINING_LABELS_WITH_IDS
 
     statement = TRAINING_LABELS_WITH_IDS.strip().rstrip(";")
     path = path.resolve()  # the engine's working directory is not necessarily ours
     client = trusted_client(dsn)
     try:
-        if dsn.startswith("chdb:"):
+        if ClickHouseDsn(dsn).embedded:
             client.command(f"{statement}\nINTO OUTFILE {format_query_value(str(path))} TRUNCATE FORMAT Parquet")
         else:
             stream = client.raw_stream(statement, fmt="Parquet")
@@ -162,7 +168,7 @@ def export_training_labels(dsn: str, path: Path) -> int:
 
 def count_training_labels(dsn: str) -> int:
     """The rows :func:`export_training_labels` would write now (``--watch`` looks at this)."""
-    from emostream.stream.review.queue import TRAINING_LABELS_WITH_IDS
+    from emostream.stream.clickhouse.labels import TRAINING_LABELS_WITH_IDS
 
     client = trusted_client(dsn)
     try:

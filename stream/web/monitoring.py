@@ -3,9 +3,9 @@
 Metrics live in a registry of the worker's own, not prometheus_client's global one, so two apps in one
 process (tests, ``up``) never collide over a name and a test sees only its own worker's figures.
 
-Counters are per process. They count in :class:`stream.worker.pipeline.BatchPipeline` only once a batch's rows are in
-ClickHouse and its review and dead-letter records acknowledged by the broker, so in one process's
-life they match what it wrote: ``scored`` the rows of ``emotion_scores``, ``dead_lettered`` those of
+Counters are per process. They count in :class:`emostream.stream.worker.pipeline.BatchPipeline` only once a
+batch's rows are in ClickHouse and its review and dead-letter records acknowledged by the broker, so in one
+process's life they match what it wrote: ``scored`` the rows of ``emotion_scores``, ``dead_lettered`` those of
 ``dead_letters``, ``reviewed`` those of ``review_queue``. A batch re-delivered after a crash (or after a
 partition came back in a rebalance) is scored again and counted again by whichever process scores it,
 while the tables hold it once (``emotion_scores`` skips the repeat; ``dead_letters`` and ``review_queue``
@@ -42,6 +42,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from emostream.stream.clickhouse.dsn import ClickHouseDsn
+from emostream.stream.kafka.faust_internals import committed_offsets
+
 log = logging.getLogger("emostream.worker")
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -65,8 +68,8 @@ class Failure:
 class BatchHealth:
     """Which stages of the pipeline (``score``, ``write``, ``send``) are failing their batch now, since when.
 
-    A failing batch is retried (an outage: see ``stream.worker.write_errors``), so the worker neither crashes nor
-    commits past it, and from outside it looks alive while nothing goes through. This is what ``/readyz``
+    A failing batch is retried (an outage: see ``emostream.stream.worker.write_errors``), so the worker neither
+    crashes nor commits past it, and from outside it looks alive while nothing goes through. This is what ``/readyz``
     and ``/metrics`` read to say so. Updated and read on the event loop only.
     """
 
@@ -75,13 +78,16 @@ class BatchHealth:
         self._failing: dict[str, tuple[float, int, str]] = {}  # stage -> (since, attempts, latest error)
 
     def failed(self, stage: str, error: str) -> None:
+        """Count a failed try of ``stage``'s batch: the first one starts its clock, ``error`` replaces the last."""
         since, attempts, _ = self._failing.get(stage, (self._clock(), 0, ""))
         self._failing[stage] = (since, attempts + 1, error)
 
     def succeeded(self, stage: str) -> None:
+        """``stage``'s batch went through: it is failing no longer (a later failure starts afresh)."""
         self._failing.pop(stage, None)
 
     def failures(self) -> list[Failure]:
+        """The stages failing now, each with the seconds since its first failed try, the tries, the latest error."""
         now = self._clock()
         return [
             Failure(stage, now - since, attempts, error) for stage, (since, attempts, error) in self._failing.items()
@@ -89,6 +95,8 @@ class BatchHealth:
 
 
 class ServingModel(Protocol):
+    """What metrics and readiness read of the serving model: its version and the runtime it runs on."""
+
     version: str
     runtime_name: str
 
@@ -139,6 +147,7 @@ class WorkerMetrics:
         ProcessCollector(registry=r)  # memory and CPU of the worker: the model dominates both
 
     def batch_taken(self, records: int) -> None:
+        """A batch of ``records`` was taken from the topic: count them as consumed (before they are scored)."""
         self.consumed.inc(records)
 
     def batch_done(
@@ -169,6 +178,7 @@ class WorkerMetrics:
         self.live.model = serving
 
     def follow_lag(self, lag: Callable[[], Mapping[tuple[str, int], int]]) -> None:
+        """``emostream_consumer_lag`` reads ``lag`` ((topic, partition) -> records behind) at each scrape."""
         self.live.lag = lag
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
@@ -190,6 +200,7 @@ class LiveCollector(Collector):
         yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
+        """The figures now: the serving model, lag per partition (none while unavailable), each stage's failures."""
         info, lag, failing, failing_info = self._families()
         model = self.model()
         if model is not None:
@@ -242,10 +253,11 @@ def consumer_lag(consumer: Any, topic: str) -> dict[tuple[str, int], int]:
     """Lag per assigned partition of ``topic``, from a Faust consumer (see the module's docstring).
 
     Runs on the event loop, where Faust keeps its committed offsets; the high watermark is one attribute
-    read from the state of the consumer's thread. ``_committed_offset`` is Faust's own record of what it
-    committed (the next offset to read, None for nothing or 0); Faust has no public accessor for it.
+    read from the state of the consumer's thread. The committed offsets are Faust's own record of what it
+    committed (the next offset to read, None for nothing or 0), which Faust keeps private
+    (:func:`~emostream.stream.kafka.faust_internals.committed_offsets`).
     """
-    committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
+    committed = committed_offsets(consumer)
     lag: dict[tuple[str, int], int] = {}
     for tp in consumer.assignment():
         if tp.topic != topic:
@@ -292,7 +304,7 @@ class ClickHouseProbe:
     def _connect(self) -> Any:
         import clickhouse_connect
 
-        if self.dsn.startswith("chdb:"):
+        if ClickHouseDsn(self.dsn).embedded:
             return clickhouse_connect.get_client(dsn=self.dsn)
         # Bounded (whole seconds: the client's unit), so a stalled server cannot hold the probe thread,
         # and with it the worker's exit, for long.
@@ -341,9 +353,13 @@ class ClickHouseProbe:
 
 
 class Probe(Protocol):
-    async def check(self) -> str | None: ...
+    """What :class:`Readiness` needs of a ClickHouse probe (:class:`ClickHouseProbe` is one; tests pass fakes)."""
 
-    def close(self) -> None: ...
+    async def check(self) -> str | None:
+        """None when ClickHouse answered, else why not."""
+
+    def close(self) -> None:
+        """Release what the probe holds (its client, its thread)."""
 
 
 @dataclass
@@ -399,4 +415,5 @@ class Readiness:
         return (503 if failed else 200), body
 
     def close(self) -> None:
+        """Close the ClickHouse probe (its client and thread); the other checks hold nothing."""
         self.clickhouse.close()

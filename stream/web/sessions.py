@@ -51,6 +51,8 @@ def check_reviewer(name: str) -> str:
 
 @dataclass(frozen=True)
 class Session:
+    """What a genuine cookie says: scope, the reviewer name it was issued under, nonce, issue time (epoch s)."""
+
     scope: str  # "admin" or "review": what the credential that opened it may do
     reviewer: str  # chosen by the server at issue, signed with the rest
     nonce: str  # identifies the session (leases are held per session, not per name)
@@ -67,6 +69,7 @@ class SessionCodec:
         self._clock = clock
 
     def issue(self, scope: str, reviewer: str) -> tuple[str, Session]:
+        """A new signed cookie value and its session; ``SessionError`` when the reviewer name is unusable."""
         session = Session(scope, check_reviewer(reviewer), secrets.token_urlsafe(12), self._clock())
         body = json.dumps(
             {"s": session.scope, "r": session.reviewer, "n": session.nonce, "t": int(session.issued_at)},
@@ -90,9 +93,11 @@ class SessionCodec:
         return Session(scope, reviewer, nonce, issued)
 
     def csrf_token(self, session: Session) -> str:
+        """The ``X-CSRF-Token`` that requests changing state with this session's cookie must carry."""
         return hmac.new(self._keys[session.scope], f"csrf:{session.nonce}".encode(), hashlib.sha256).hexdigest()
 
     def csrf_ok(self, session: Session, given: str | None) -> bool:
+        """Whether the request's CSRF token is this session's (compared in constant time); a missing one is not."""
         return given is not None and hmac.compare_digest(given, self.csrf_token(session))
 
     def _sign(self, scope: str, payload: str) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faust
+
 from emostream.stream.clickhouse.sql import ReadOnlySql, SqlError
 from emostream.stream.web.auth import RequestGuard
 from emostream.stream.web.endpoint import (
@@ -38,8 +39,8 @@ from emostream.stream.web.endpoint import (
 )
 
 if TYPE_CHECKING:
+    from emostream.model.runtime import ScoringRuntime
     from emostream.stream.web.monitoring import Readiness, WorkerMetrics
-    from emostream.stream.worker.scoring import BatchScorer
 
 SQL_CONTENT_TYPE = "application/json"
 
@@ -49,7 +50,7 @@ def add_web_views(
     guard: RequestGuard,
     sql: ReadOnlySql,
     timeout: float,
-    scorer: BatchScorer,
+    serving: Callable[[], ScoringRuntime],
     mount: Callable[[Any], None] | None = None,
     *,
     metrics: WorkerMetrics | None = None,
@@ -58,9 +59,10 @@ def add_web_views(
 ) -> ThreadPoolExecutor:
     """Register the routes and the guard; returns the SQL thread, for the caller to shut down.
 
-    ``mount`` adds more routes to Faust's aiohttp application (the review pages, in ``up``); ``metrics``
-    adds ``/metrics`` and ``readiness`` adds ``/readyz`` (the caller closes it); ``labels_dsn`` (the
-    writer's DSN) adds ``/labels`` and ``/labels/count`` (whose thread stops with the app).
+    ``serving`` returns the model version scoring now (a hot swap replaces it). ``mount`` adds more routes
+    to Faust's aiohttp application (the review pages, in ``up``); ``metrics`` adds ``/metrics`` and
+    ``readiness`` adds ``/readyz`` (the caller closes it); ``labels_dsn`` (the writer's DSN) adds
+    ``/labels`` and ``/labels/count`` (whose thread stops with the app).
     """
     sql_thread = ThreadPoolExecutor(1, thread_name_prefix="emostream-sql")
     labels = LabelsExport(labels_dsn) if labels_dsn is not None else None
@@ -83,7 +85,7 @@ def add_web_views(
 
     @app.page("/healthz")
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        model = scorer.model  # the version serving now: a hot swap replaces it
+        model = serving()  # the version serving now: a hot swap replaces it
         return web.json({"status": "ok", "model_version": model.version, "runtime": model.runtime_name})
 
     if metrics is not None:
@@ -135,6 +137,7 @@ class LabelsExport:
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="emostream-labels")
 
     def mount(self, web_app: Any) -> None:
+        """Add ``GET /labels`` and ``GET /labels/count`` to an aiohttp application (the guard already on it)."""
         web_app.router.add_get(LABELS_ROUTE, self.download)
         web_app.router.add_get(LABELS_COUNT_ROUTE, self.count)
 
@@ -142,6 +145,7 @@ class LabelsExport:
         return await asyncio.get_running_loop().run_in_executor(self.thread, functools.partial(fn, *args))
 
     async def download(self, request: Any) -> Any:
+        """The labels as Parquet, the row count in ``X-Emostream-Rows``; 500 if ClickHouse fails, 503 at shutdown."""
         from aiohttp import web
 
         scratch = Path(tempfile.mkdtemp(prefix="emostream-labels-"))  # mode 0700: the labels stay private
@@ -165,6 +169,7 @@ class LabelsExport:
             shutil.rmtree(scratch, ignore_errors=True)
 
     async def count(self, request: Any) -> Any:
+        """``{"labels": n}``: how many rows a download would hold now; 500 or 503 as for :meth:`download`."""
         from aiohttp import web
 
         try:
@@ -176,4 +181,5 @@ class LabelsExport:
         return web.json_response({"labels": n})
 
     def close(self) -> None:
+        """Stop the export thread without waiting; queued exports are cancelled, later requests get 503."""
         self.thread.shutdown(wait=False, cancel_futures=True)

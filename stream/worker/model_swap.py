@@ -26,13 +26,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from emostream.model.config import RuntimeConfig
 from emostream.model.registry import ModelRegistry
 from emostream.model.runtime import ScoringRuntime, load_runtime
-from emostream.schemas.settings import Settings
 from emostream.stream.worker.scoring import BatchScorer
 
 log = logging.getLogger("emostream.worker")
-Loader = Callable[[Settings, Path], ScoringRuntime]
+Loader = Callable[[RuntimeConfig, Path], ScoringRuntime]
 
 
 def registry_version(model: ScoringRuntime) -> str:
@@ -43,11 +43,13 @@ def registry_version(model: ScoringRuntime) -> str:
 class ModelWatcher:
     """Polls ``current``; on a new name, loads that version off the loop and swaps it into the scorer."""
 
-    def __init__(self, settings: Settings, scorer: BatchScorer, loader: Loader = load_runtime) -> None:
-        self.settings = settings
+    def __init__(
+        self, runtime: RuntimeConfig, registry: Path, scorer: BatchScorer, loader: Loader = load_runtime
+    ) -> None:
+        self.runtime = runtime
         self.scorer = scorer
         self.loader = loader
-        self.registry = ModelRegistry(settings.registry)
+        self.registry = ModelRegistry(registry)
         self.seen = registry_version(scorer.model)  # the pointer content last acted on, loaded or failed
         self._executor: ThreadPoolExecutor | None = None
 
@@ -97,7 +99,7 @@ class ModelWatcher:
         is freed by reference counting once the last batch using it is done (checked: neither the torch
         nor the ONNX runtime is held by a reference cycle), so it need not be unfrozen.
         """
-        model = self.loader(self.settings, path)
+        model = self.loader(self.runtime, path)
         model.predict_proba(["a trial run before serving"])
         gc.collect()
         gc.freeze()

@@ -16,10 +16,10 @@ the batch in hand, uncommitted (withheld, see :func:`give_way`); what the writer
 comes back once more and the sink leaves it out.
 
 Nothing stops the stream for good. Every record leaves the scorer as a score or a dead letter
-(``stream.worker.records``, ``stream.worker.scoring``), and rows ClickHouse refuses for what they hold become dead
-letters too (``emostream.stream.worker.write_errors``). What is left to fail is an outage (the model, ClickHouse or the
-broker down): the stage that fails retries its batch with back-off, never committing past it, and
-``WorkerMetrics.health`` says which stage, since when and why, for ``/readyz`` and ``/metrics``.
+(``emostream.stream.worker.records``, ``emostream.stream.worker.scoring``), and rows ClickHouse refuses for what
+they hold become dead letters too (``emostream.stream.worker.write_errors``). What is left to fail is an outage
+(the model, ClickHouse or the broker down): the stage that fails retries its batch with back-off, never committing
+past it, and ``WorkerMetrics.health`` says which stage, since when and why, for ``/readyz`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -28,20 +28,22 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
+from faust.types import EventT
+
 from emostream.schemas import DeadLetter, ReviewItem
-from emostream.stream.clickhouse.sink import ClickHouseSink
+from emostream.stream.clickhouse.sink import Sink
+from emostream.stream.kafka.faust_internals import withhold_messages
 from emostream.stream.web.monitoring import WorkerMetrics
 from emostream.stream.worker.records import ConsumedRecord
 from emostream.stream.worker.scoring import BatchResult, BatchScorer
 from emostream.stream.worker.shutdown import Shutdown, StopRequested
 from emostream.stream.worker.write_errors import Rows, describe, write_isolating
-from faust.types import EventT, Message
 
 log = logging.getLogger("emostream.worker")
 T = TypeVar("T")
@@ -61,9 +63,8 @@ class WorkerParts:
     and the shutdown they must give way to."""
 
     scorer: BatchScorer
-    sink: ClickHouseSink
+    sink: Sink
     executor: ThreadPoolExecutor  # the scorer's thread
-    max_batch: int
     shutdown: Shutdown = field(default_factory=lambda: Shutdown(timeout=10.0))
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)  # this worker's own registry
     writer: ThreadPoolExecutor = field(
@@ -94,6 +95,7 @@ class WorkerParts:
         self.shutdown.raise_if_requested()
 
     def close(self) -> None:
+        """End the scorer's and the sink's threads, once the calls they run or hold are done."""
         self.executor.shutdown(wait=True)
         self.writer.shutdown(wait=True)
 
@@ -239,8 +241,8 @@ class BatchPipeline:
     async def _write(self, batches: Sequence[ScoredBatch]) -> None:
         """One insert for the batches, their review and dead-letter records, then their acks, in order.
 
-        Rows ClickHouse refuses for what they hold become dead letters (``stream.worker.write_errors``), so each
-        record still ends as exactly one outcome and the offsets behind it are committed.
+        Rows ClickHouse refuses for what they hold become dead letters (``emostream.stream.worker.write_errors``),
+        so each record still ends as exactly one outcome and the offsets behind it are committed.
         """
         parts = self.parts
         rows = Rows(
@@ -350,11 +352,6 @@ def withhold_acks(events: Sequence[EventT]) -> None:
     that wait, and an ack that comes later (a write that finished after all) is a no-op for it.
     """
     withhold_messages(event.message for event in events)
-
-
-def withhold_messages(messages: Iterable[Message]) -> None:
-    for message in messages:
-        message.acked = True
 
 
 async def give_way(app: faust.App, events: Sequence[EventT]) -> None:

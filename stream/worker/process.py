@@ -13,20 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import faust
+
 from emostream.model.registry import ModelRegistry
 from emostream.model.runtime import load_runtime
-from emostream.schemas.settings import Settings
 from emostream.schemas.text import escape_control
-from emostream.stream.clickhouse.sink import ClickHouseSink, chdb_path
+from emostream.stream.clickhouse.sink import ClickHouseSink
 from emostream.stream.clickhouse.sql import ReadOnlySql
 from emostream.stream.discovery import endpoint_file, remove_state, write_state
 from emostream.stream.kafka.broker import free_port
+from emostream.stream.kafka.faust_internals import StopSignalHook, require_internals
 from emostream.stream.kafka.topics import ensure_topics
-from emostream.stream.web.auth import ADMIN, REVIEW, guard_for, new_token, token_file, write_token
+from emostream.stream.web.auth import ADMIN, REVIEW, guard_for, token_file, write_token
 from emostream.stream.web.monitoring import ClickHouseProbe, Readiness, assigned_partitions, consumer_lag
 from emostream.stream.web.views import add_web_views
 from emostream.stream.worker.app import WorkerParts, create_app
-from emostream.stream.worker.records import RecordLimits
+from emostream.stream.worker.config import WorkerSetup
 from emostream.stream.worker.review_policy import ReviewPolicy
 from emostream.stream.worker.scoring import BatchScorer
 from emostream.stream.worker.shutdown import Shutdown
@@ -35,10 +36,11 @@ log = logging.getLogger("emostream.worker")
 
 
 class TextFormatter(logging.Formatter):
-    """Log lines quote records, ClickHouse's errors and names from outside: their control characters are
-    written as escapes, so a log read on a terminal cannot be made to rewrite the screen (``schemas.text``)."""
+    """Log lines quote records, ClickHouse's errors and names from outside: their control characters are written
+    as escapes, so a log read on a terminal cannot be made to rewrite the screen (``emostream.schemas.text``)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The line as the standard formatter writes it, with its control characters written as escapes."""
         return escape_control(super().format(record))
 
 
@@ -80,27 +82,28 @@ def use_event_loop(name: str) -> str:
     return "uvloop"
 
 
-def build_parts(settings: Settings, shutdown: Shutdown) -> WorkerParts:
-    version = ModelRegistry(settings.registry).require_current()
-    model = load_runtime(settings, version.path)
-    sink = ClickHouseSink(settings.resolved_clickhouse_dsn())
+def build_parts(setup: WorkerSetup, shutdown: Shutdown) -> WorkerParts:
+    """The current model version loaded, the sink with its schema applied, and the scorer's thread."""
+    version = ModelRegistry(setup.registry).require_current()
+    model = load_runtime(setup.runtime, version.path)
+    sink = ClickHouseSink(setup.dsn.url)
     sink.apply_schema()
     log.info(
-        "model %s on %s (%s), batches of up to %d", version.name, model.device, model.runtime_name, settings.max_batch
+        "model %s on %s (%s), batches of up to %d",
+        version.name,
+        model.device,
+        model.runtime_name,
+        setup.batch.max_batch,
     )
-    limits = RecordLimits(settings.max_record_bytes, settings.created_at_earliest, settings.created_at_max_ahead)
     return WorkerParts(
-        BatchScorer(
-            model, ReviewPolicy(settings.review_threshold, settings.review_sample, settings.review_budget), limits
-        ),
+        BatchScorer(model, ReviewPolicy.from_routing(setup.routing), setup.limits),
         sink,
         ThreadPoolExecutor(1, thread_name_prefix="emostream-blocking"),
-        settings.max_batch,
         shutdown,
     )
 
 
-class ReadyWorker(faust.Worker):
+class ReadyWorker(StopSignalHook, faust.Worker):
     """A Faust worker that calls back once everything, the web server included, is up, and whose stop
     signals go through :class:`Shutdown` (bounded; a second signal exits at once)."""
 
@@ -110,50 +113,54 @@ class ReadyWorker(faust.Worker):
         self._shutdown = shutdown
 
     async def on_startup_finished(self) -> None:
+        """Faust's startup, then ``on_ready`` (the worker announces its endpoint and credential only now)."""
         await super().on_startup_finished()
         self._on_ready()
 
-    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+    def on_stop_signal(self, signal: signal.Signals) -> None:
+        """Hand the stop to :class:`Shutdown`: the first signal starts its deadline, a second one aborts."""
         self._shutdown.request(signal.name)
-        super()._schedule_shutdown(signal)
 
 
-def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = None, review: bool = False) -> int:
+def run_worker(setup: WorkerSetup, bootstrap: str, shutdown: Shutdown | None = None, review: bool = False) -> int:
     """Serve until SIGINT/SIGTERM. Returns the exit code.
 
     ``review``: serve the review and trends pages too (``up``, which owns the embedded chDB directory;
     a deployment runs them as their own service, ``emostream review``, one per queue).
+
+    Refuses to start (:class:`~emostream.stream.kafka.faust_internals.FaustInternalsMissing`) before anything
+    else when a private part of Faust, mode or aiokafka that the worker relies on is gone.
     """
-    shutdown = shutdown or Shutdown(settings.shutdown_timeout)
-    settings.home.mkdir(parents=True, exist_ok=True)
-    loop = use_event_loop(settings.event_loop)
-    parts = build_parts(settings, shutdown)
-    sql = ReadOnlySql(settings)
+    require_internals()
+    topics, web = setup.topics, setup.web
+    shutdown = shutdown or Shutdown(setup.worker.shutdown_timeout)
+    setup.home.mkdir(parents=True, exist_ok=True)
+    loop = use_event_loop(setup.worker.event_loop)
+    parts = build_parts(setup, shutdown)
+    sql = ReadOnlySql(setup.query_dsn, setup.sql)
     created = asyncio.run(
         ensure_topics(
             bootstrap,
-            [settings.topic_tweets, settings.topic_review, settings.topic_dlq]
-            + ([settings.topic_labels] if review else []),
-            settings.partitions,
+            [topics.topic_tweets, topics.topic_review, topics.topic_dlq] + ([topics.topic_labels] if review else []),
+            setup.kafka.partitions,
         )
     )
     if created:
-        log.info("created topics %s with %d partitions", ", ".join(created), settings.partitions)
-    port = settings.web_port or free_port(settings.web_host)
-    token = settings.web_token.get_secret_value() if settings.web_token else new_token()
-    review_token = settings.review_token.get_secret_value() if settings.review_token else new_token()
-    guard = guard_for(settings, port, {ADMIN: token, REVIEW: review_token})
-    app = create_app(settings, bootstrap, parts, port)
+        log.info("created topics %s with %d partitions", ", ".join(created), setup.kafka.partitions)
+    port = web.web_port or free_port(web.web_host)
+    token, review_token = web.tokens()
+    guard = guard_for(web, port, {ADMIN: token, REVIEW: review_token})
+    app = create_app(setup, bootstrap, parts, port)
     mount = None
     if review:
         from emostream.stream.review.routes import mount_review
         from emostream.stream.review.service import ReviewService
 
-        service = ReviewService(settings, bootstrap)
+        service = ReviewService(setup.review, bootstrap)
         mount = functools.partial(mount_review, service=service, guard=guard)
     # Metrics and readiness read their sources at each request: the serving model (a hot swap shows at
     # once) and Faust's consumer (before it has started, or once it stops: no lag, no partitions).
-    topic = settings.topic_tweets
+    topic = topics.topic_tweets
     parts.metrics.follow_model(lambda: parts.scorer.model)
     parts.metrics.follow_lag(lambda: consumer_lag(app.consumer, topic))
     readiness = Readiness(
@@ -161,20 +168,20 @@ def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = N
         clickhouse=ClickHouseProbe(parts.sink.dsn),
         partitions=lambda: assigned_partitions(app.consumer, topic),
         health=parts.metrics.health,
-        failing_timeout=settings.failing_batch_timeout,
+        failing_timeout=setup.worker.failing_batch_timeout,
     )
     sql_thread = add_web_views(
         app,
         guard,
         sql,
-        settings.sql_timeout + 5,
-        parts.scorer,
+        setup.sql.sql_timeout + 5,
+        lambda: parts.scorer.model,
         mount,
         metrics=parts.metrics,
         readiness=readiness,
         labels_dsn=parts.sink.dsn,
     )
-    data_dir = chdb_path(parts.sink.dsn)
+    data_dir = setup.dsn.directory
     endpoint: Path | None = endpoint_file(data_dir) if data_dir else None
 
     def forget_endpoint() -> None:
@@ -184,25 +191,25 @@ def run_worker(settings: Settings, bootstrap: str, shutdown: Shutdown | None = N
     if endpoint:
         credential = str(token_file(endpoint))
     else:
-        credential = "EMOSTREAM_WEB_TOKEN" if settings.web_token else "a random one: set EMOSTREAM_WEB_TOKEN to use it"
+        credential = "EMOSTREAM_WEB_TOKEN" if web.web_token else "a random one: set EMOSTREAM_WEB_TOKEN to use it"
 
     def announce() -> None:
         if endpoint:  # only now: `sql` and `demo` connect as soon as they see the file
             write_token(token_file(endpoint), token)
-            write_state(endpoint, url=f"http://{settings.web_host}:{port}", dsn=parts.sink.dsn)
+            write_state(endpoint, url=f"http://{web.web_host}:{port}", dsn=setup.dsn.url)
         log.info(
             "ready: consuming %s from %s on %s; web endpoint http://%s:%d (credential: %s)",
-            settings.topic_tweets,
+            topics.topic_tweets,
             bootstrap,
             loop,
-            settings.web_host,
+            web.web_host,
             port,
             credential,
         )
         if review:
             from emostream.stream.review.routes import review_url
 
-            log.info("review page: %s", review_url(settings, port, review_token))
+            log.info("review page: %s", review_url(web, port, review_token))
 
     shutdown.on_abort(forget_endpoint)
     # The model, torch and transformers leave millions of long-lived objects; without freezing them,

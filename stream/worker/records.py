@@ -1,15 +1,16 @@
 """From a Kafka record's bytes to a tweet or a dead letter: every record gets exactly one of the two.
 
 A record on the topic is hostile until checked: anything a producer can send (any bytes, any size,
-any key, any Kafka timestamp) must end as a :class:`~schemas.Tweet` to score or a
-:class:`~schemas.DeadLetter` that says why, never as an exception that stops the worker. The checks,
+any key, any Kafka timestamp) must end as a :class:`~emostream.schemas.Tweet` to score or a
+:class:`~emostream.schemas.DeadLetter` that says why, never as an exception that stops the worker. The checks,
 in order:
 
 1. a value (a tombstone has none);
 2. its size: at most ``max_record_bytes`` (``EMOSTREAM_MAX_RECORD_BYTES``). Larger values are cut on
-   arrival (:func:`bound_bytes`, in the consumer), so the buffers hold their first bytes only;
-3. a JSON object that :class:`~schemas.Tweet` accepts (UTF-8, not nested too deeply, strings UTF-8 can
-   carry, ids and names of bounded length);
+   arrival (:func:`~emostream.schemas.messages.bound_bytes`, in the consumer), so the buffers hold their
+   first bytes only;
+3. a JSON object that :class:`~emostream.schemas.Tweet` accepts (UTF-8, not nested too deeply, strings UTF-8
+   can carry, ids and names of bounded length);
 4. a time: ``created_at``, or the record's Kafka timestamp where the tweet has none, inside the window
    of :class:`RecordLimits`. The window is judged against the record itself (never the clock), so a
    re-delivered record gets the same answer, and the row it makes is the same row.
@@ -20,15 +21,16 @@ letter, with the exception named.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
 from emostream.schemas import DeadLetter, Tweet, describe_errors
-from pydantic import ValidationError
+from emostream.schemas.messages import OversizedBytes
 
 LATEST_RECORD_TIME = datetime(2200, 1, 1, tzinfo=UTC)  # later Kafka timestamps are garbage, not times
 
@@ -41,17 +43,28 @@ class ConsumedRecord(Protocol):
     """
 
     @property
-    def topic(self) -> str: ...
+    def topic(self) -> str:
+        """The topic the record was read from."""
+
     @property
-    def partition(self) -> int: ...
+    def partition(self) -> int:
+        """The partition of that topic it was read from."""
+
     @property
-    def offset(self) -> int: ...
+    def offset(self) -> int:
+        """Its offset in that partition."""
+
     @property
-    def key(self) -> bytes | None: ...
+    def key(self) -> bytes | None:
+        """The key's bytes, None for no key; only the start of a key over its limit (an ``OversizedBytes``)."""
+
     @property
-    def value(self) -> bytes | None: ...
+    def value(self) -> bytes | None:
+        """The value's bytes, None for a tombstone; only the start of one over its limit (an ``OversizedBytes``)."""
+
     @property
-    def timestamp(self) -> float | None: ...
+    def timestamp(self) -> float | None:
+        """The record's Kafka timestamp in seconds since the epoch, None when it has none."""
 
 
 @dataclass(frozen=True)
@@ -66,41 +79,36 @@ class RawRecord:
     timestamp: float | None = None  # seconds since the epoch, the record's Kafka timestamp
 
 
-class OversizedBytes(bytes):
-    """The first bytes of a key or value that was over its limit, with the whole one's length and SHA-256.
-
-    Made on arrival (:func:`bound_bytes`), so a flood of 1 MB records costs the worker's buffers their
-    first few KiB each; it is still ``bytes``, so everything that reads a record reads this as it is.
-    """
-
-    length: int
-    sha256: str
-
-    def __new__(cls, whole: bytes, keep: int) -> OversizedBytes:
-        cut = super().__new__(cls, whole[:keep])
-        cut.length = len(whole)
-        cut.sha256 = hashlib.sha256(whole).hexdigest()
-        return cut
-
-
-def bound_bytes(data: bytes | None, limit: int, keep: int) -> bytes | None:
-    """``data`` as it is when it is at most ``limit`` bytes, else its first ``keep`` (an :class:`OversizedBytes`)."""
-    if data is None or len(data) <= limit:
-        return data
-    return OversizedBytes(data, keep)
-
-
 def whole_length(data: bytes) -> int:
+    """The length in bytes of ``data`` as it was sent, also when only its start was kept (``OversizedBytes``)."""
     return data.length if isinstance(data, OversizedBytes) else len(data)
 
 
-@dataclass(frozen=True)
-class RecordLimits:
-    """What a record may be (the settings of the same names; see ``emostream.schemas.settings``)."""
+class RecordLimits(BaseModel):
+    """What a record may be; anything else is a dead letter that says why."""
 
-    max_record_bytes: int = 65_536
-    created_at_earliest: datetime = datetime(1990, 1, 1, tzinfo=UTC)
-    created_at_max_ahead: float = 86_400.0
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_record_bytes: int = Field(
+        65_536,
+        ge=1_024,
+        description="largest record value (bytes) the worker scores; larger ones are dead letters. 64 KiB holds "
+        "the longest posts of the big networks (a 10,000-character Reddit comment, a 25,000-character X post in "
+        "1-2 byte characters) with room for their metadata, and bounds what the worker buffers",
+    )
+    created_at_earliest: AwareDatetime = Field(
+        datetime(1990, 1, 1, tzinfo=UTC),
+        description="earliest created_at accepted (and earliest usable Kafka record time); older ones are dead "
+        "letters. 1990 predates every social network and refuses the epoch-0 and year-1 defaults of broken "
+        "producers",
+    )
+    created_at_max_ahead: float = Field(
+        86_400.0,
+        ge=0,
+        description="seconds a created_at may lie after its Kafka record's timestamp; later ones are dead letters. "
+        "A day covers clock skew and a time zone written as UTC, and catches year-9999 placeholders; judged "
+        "against the record, not the clock, so a re-delivered record gets the same decision",
+    )
 
     def record_time(self, timestamp: float | None) -> datetime | None:
         """The Kafka timestamp as a time, or None when it is none (absent, not finite, or outside the window)."""

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from emostream.schemas import EmotionScore
 
 SAMPLE_SALT = b"emostream-review-sample:"
@@ -25,8 +27,25 @@ log = logging.getLogger("emostream.worker")
 
 
 def in_sample(tweet_id: str, share: float) -> bool:
+    """Whether a tweet is in the review sample: a salted hash of its id, so a re-delivery gets the same answer."""
     digest = hashlib.sha256(SAMPLE_SALT + tweet_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+class ReviewRouting(BaseModel):
+    """Which scored tweets reach review, per worker (``EMOSTREAM_REVIEW_THRESHOLD``/``_SAMPLE``/``_BUDGET``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    review_threshold: float = Field(0.6, ge=0, le=1, description="confidence under which a tweet goes to review")
+    review_sample: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="share of confident tweets sent to review too, chosen by a hash of the tweet id, so that "
+        "confident errors reach people (a re-delivered tweet gets the same decision)",
+    )
+    review_budget: int = Field(1000, ge=0, description="most tweets one worker sends to review per hour (0: no limit)")
 
 
 @dataclass
@@ -40,6 +59,11 @@ class ReviewPolicy:
     clock: Callable[[], float] = time.time
     _hour: int = field(default=-1, init=False)
     _sent: int = field(default=0, init=False)
+
+    @classmethod
+    def from_routing(cls, routing: ReviewRouting, clock: Callable[[], float] = time.time) -> ReviewPolicy:
+        """The policy a worker runs with its configured threshold, sample and budget."""
+        return cls(routing.review_threshold, routing.review_sample, routing.review_budget, clock)
 
     def reason(self, score: EmotionScore) -> str | None:
         """Why this tweet goes to review, or None when it does not."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+
 from emostream.model.runtime import ScoringRuntime
 from emostream.schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, Tweet
 from emostream.stream.worker.isolation import failing_alone

@@ -38,6 +38,7 @@ class Shutdown:
         self._abort_hooks.append(hook)
 
     def request(self, reason: str) -> None:
+        """Ask for a stop (a signal's name as ``reason``): the first starts the deadline, a second one aborts."""
         with self._lock:
             again = self.requested.is_set()
             self.requested.set()
@@ -56,6 +57,7 @@ class Shutdown:
         self._timer.start()
 
     def raise_if_requested(self) -> None:
+        """Raise ``StopRequested`` once a stop was asked for: called between the steps of a batch."""
         if self.requested.is_set():
             raise StopRequested
 
@@ -65,6 +67,7 @@ class Shutdown:
             self._timer.cancel()
 
     def abort(self, why: str) -> None:
+        """Exit now with status 130, after the abort hooks (last added first); never returns."""
         log.error("%s: exiting now; uncommitted batches will be scored again by the next worker", why)
         for hook in reversed(self._abort_hooks):
             try:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from clickhouse_connect.driver.exceptions import DatabaseError
+
 from emostream.schemas import DeadLetter, EmotionScore, ReviewItem
 from emostream.stream.worker.isolation import failing_alone
 from emostream.stream.worker.records import ConsumedRecord, dead_letter
@@ -105,9 +106,11 @@ class RowWriter(Protocol):
 
     def write(
         self, scores: Sequence[EmotionScore], dead_letters: Sequence[DeadLetter], reviews: Sequence[ReviewItem]
-    ) -> None: ...
+    ) -> None:
+        """Insert the rows, each table's at once; raises ClickHouse's error, whether about the data or an outage."""
 
-    def has_score(self, tweet_id: str, model_version: str) -> bool: ...
+    def has_score(self, tweet_id: str, model_version: str) -> bool:
+        """Whether the (tweet, version) score is in ClickHouse: a refused review item's score may have gone in."""
 
 
 def write_isolating(sink: RowWriter, rows: Rows) -> Rows:
