@@ -29,7 +29,7 @@ class UsageError(Exception):
 def setting(name: str, *flags: str) -> Any:
     """A CLI option for a :class:`Settings` field: same help, env variable and default everywhere."""
     field = Settings.model_fields[name]
-    default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+    default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]  # pydantic types default_factory as maybe taking the data
     return typer.Option(
         *(flags or (f"--{name.replace('_', '-')}",)),
         help=f"{field.description} (env EMOSTREAM_{name.upper()}; default {default})",
@@ -63,7 +63,7 @@ def settings_command(
             [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)] if group else []
         )
         for name in fields:
-            annotation = Settings.model_fields[name].annotation
+            annotation: Any = Settings.model_fields[name].annotation  # a type or a typing form (a union)
             if get_origin(annotation) is Literal or annotation in (SecretStr, SecretStr | None, AwareDatetime):
                 annotation = str  # pydantic parses it, and names the problem
             parameters.append(
@@ -74,7 +74,7 @@ def settings_command(
                     annotation=Annotated[annotation | None, setting(name)],
                 )
             )
-        command.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+        command.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]  # read by typer
         del command.__wrapped__  # Typer must read the built signature, not fn's
         return command
 

@@ -88,5 +88,5 @@ def _cell(value: Any) -> str:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return f"{value:,}"
     if isinstance(value, numbers.Real):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
+        return f"{value:.4f}" if abs(float(value)) < 10 else f"{value:,.1f}"
     return "" if value is None else str(value)

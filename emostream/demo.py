@@ -37,6 +37,7 @@ MALFORMED = (b"not json at all", b'{"id": "demo-bad-1"}', b'{"id": "demo-bad-2",
 
 
 def run_demo(settings: Settings, train: Callable[[], None], keep_open: bool = False) -> None:
+    """``emostream demo``: train if needed, start the embedded stack, stream tweets, review some, retrain, report."""
     from emostream.model.registry import ModelRegistry
     from emostream.stream.discovery import broker_file
     from emostream.stream.kafka.ingest import produce, replay_tweets

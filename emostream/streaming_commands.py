@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -30,7 +30,11 @@ from emostream.schemas.text import escape_control
 from emostream.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from emostream.schemas import Tweet
     from emostream.stream.clickhouse.sql import SqlResult
+    from emostream.stream.kafka.ingest import OnError
 
 Bootstrap = Annotated[str | None, setting("kafka_bootstrap")]
 
@@ -237,7 +241,9 @@ def ingest(
         if not brand_list:
             raise UsageError("--brands needs at least one brand")
         run = run_id or time.strftime("r%Y%m%d%H%M%S")
-        tweets = ((i, t) for i, t in enumerate(replay_tweets(texts, replay, brand_list, run, settings.seed), 1))
+        tweets: Iterator[tuple[int, Tweet | str]] = (
+            (i, t) for i, t in enumerate(replay_tweets(texts, replay, brand_list, run, settings.seed), 1)
+        )
         total: int | None = len(texts)
     else:
         assert file is not None
@@ -250,8 +256,15 @@ def ingest(
         total = limit
     try:
         report = asyncio.run(
-            produce(bootstrap, settings.topic_tweets, tweets, rate=rate, on_error=on_error, total=total)
-        )  # type: ignore[arg-type]
+            produce(
+                bootstrap,
+                settings.topic_tweets,
+                tweets,
+                rate=rate,
+                on_error=cast("OnError", on_error),  # checked above: skip or fail
+                total=total,
+            )
+        )
     except IngestError as exc:
         raise UsageError(f"{file}: {exc}") from None
     for number, reason in report.bad[:20]:
@@ -375,7 +388,7 @@ def trends(
 
     settings = load_settings(clickhouse_dsn=clickhouse_dsn, clickhouse_query_dsn=clickhouse_query_dsn, home=home)
     seconds = parse_duration(since)
-    result = Trends.load(lambda statement: run_sql(settings, statement), by, seconds, brand)  # type: ignore[arg-type]
+    result = Trends.load(lambda statement: run_sql(settings, statement), by, seconds, brand)  # type: ignore[arg-type]  # a str: Trends checks it
     scope = f"brand {brand}" if brand else "all brands"
     if result.shares.empty:
         err.print(f"no scored tweets for {scope} in the last {since}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
@@ -29,8 +29,13 @@ from emostream.cli_common import (
 from emostream.console import err, frame_table, literal, metrics_table, out, per_class_table, table
 from emostream.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from datasets import DatasetDict
 
-def _load_data(settings: Settings):  # -> DatasetDict
+    from emostream.model.runtime import ScoringRuntime
+
+
+def _load_data(settings: Settings) -> DatasetDict:
     from emostream.trainer.data import ColumnMap, load_emotion
 
     err.print(Text.assemble("loading data from ", literal(settings.data, style="bold")))
@@ -48,7 +53,7 @@ def _model_dir(settings: Settings, model: str | None) -> Path:
     return registry.get(model).path
 
 
-def _load_model(settings: Settings, model: str | None):  # -> EmotionModel
+def _load_model(settings: Settings, model: str | None) -> ScoringRuntime:
     from emostream.model.config import RuntimeConfig
     from emostream.model.runtime import load_runtime
 
@@ -93,7 +98,7 @@ def baseline(
         _load_data(settings),
         encoder or settings.base_model,
         settings.reports,
-        pooling=pooling,  # type: ignore[arg-type]
+        pooling=pooling,  # type: ignore[arg-type]  # a str, checked to be cls or mean above
         batch_size=settings.inference_chunk(cuda=torch.cuda.is_available()),
         max_length=settings.max_length,
         device=settings.device,

@@ -57,16 +57,20 @@ class RetrainBusy(RegistryError):
 
 @dataclass(frozen=True)
 class ModelVersion:
+    """One published version: its name (``vNNNN``) and its directory."""
+
     name: str
     path: Path
 
     @property
     def number(self) -> int:
+        """The version's number (``v0007`` -> 7), which orders versions."""
         match = VERSION_PATTERN.match(self.name)
         assert match is not None
         return int(match.group(1))
 
     def metrics(self) -> dict[str, Any]:
+        """The metrics written when the version was trained (empty when it has none)."""
         file = self.path / METRICS_FILE
         return json.loads(file.read_text()) if file.is_file() else {}
 
@@ -77,20 +81,25 @@ class ModelVersion:
 
     def validation_score(self) -> float | None:
         """The score promotion compares: weighted F1 on the validation split."""
-        return self.metrics().get("validation", {}).get("f1_weighted")
+        score: float | None = self.metrics().get("validation", {}).get("f1_weighted")
+        return score
 
 
 class ModelRegistry:
+    """A directory of numbered versions and a ``current`` pointer: what every part serves or trains from."""
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
     def versions(self) -> list[ModelVersion]:
+        """Every published version, oldest first."""
         if not self.root.is_dir():
             return []
         found = [ModelVersion(p.name, p) for p in self.root.iterdir() if p.is_dir() and VERSION_PATTERN.match(p.name)]
         return sorted(found, key=lambda v: v.number)
 
     def get(self, name: str) -> ModelVersion:
+        """The version of that name; RegistryError when there is none."""
         path = self.root / name
         if not (VERSION_PATTERN.match(name) and path.is_dir()):
             raise RegistryError(f"{self.root}: no version {name!r}")
@@ -104,6 +113,7 @@ class ModelRegistry:
             return None
 
     def current(self) -> ModelVersion | None:
+        """The version ``current`` points at, or None before any was promoted."""
         name = self.pointer()
         return self.get(name) if name is not None else None
 
@@ -163,6 +173,7 @@ class ModelRegistry:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def promote(self, version: ModelVersion) -> None:
+        """Point ``current`` at ``version`` atomically (a rename): running workers serve it from their next poll."""
         pointer = self.root / CURRENT_FILE
         tmp = pointer.with_name(f".{CURRENT_FILE}.{os.getpid()}")
         tmp.write_text(version.name + "\n")

@@ -84,8 +84,12 @@ class ScoringRuntime:
     score faster than one padded chunk of 256.
     """
 
-    runtime_name = "base"
     needs_tokenizer = True  # FixedProbabilities scores without one
+
+    @property
+    def runtime_name(self) -> str:
+        """The runtime's name as rows record it (each runtime says its own)."""
+        return "base"
 
     def __init__(self, model_dir: str | Path, batch_size: int = 16, max_length: int = 128) -> None:
         self.model_dir = Path(model_dir)
@@ -117,7 +121,8 @@ class ScoringRuntime:
         """Probabilities of shape ``(len(texts), 6)`` in the order of :data:`schemas.LABELS`."""
         logits = self.predict_logits(texts)
         exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return exp / exp.sum(axis=-1, keepdims=True)
+        probabilities: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+        return probabilities
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
         """Logits of shape ``(len(texts), 6)``, in the order of ``texts`` (scored in length-sorted chunks)."""
@@ -167,7 +172,7 @@ class EmotionModel(ScoringRuntime):
         self.model = model
 
     @property
-    def runtime_name(self) -> str:  # type: ignore[override]
+    def runtime_name(self) -> str:
         """The name rows record: ``torch-fp32``/``torch-bf16`` (plus the device off the CPU),
         or on CUDA ``torch-cuda-bf16``/``torch-cuda-fp16`` (its autocast dtype)."""
         if self.device.type == "cuda":
@@ -183,7 +188,8 @@ class EmotionModel(ScoringRuntime):
                 logits = self.model(**inputs).logits
         else:
             logits = self.model(**inputs).logits
-        return logits.float().cpu().numpy()
+        out: np.ndarray = logits.float().cpu().numpy()
+        return out
 
 
 class OnnxEmotionModel(ScoringRuntime):
@@ -207,13 +213,14 @@ class OnnxEmotionModel(ScoringRuntime):
         self.input_names = {i.name for i in self.session.get_inputs()}
 
     @property
-    def runtime_name(self) -> str:  # type: ignore[override]
+    def runtime_name(self) -> str:
         """``onnx-int8`` or ``onnx-fp32``: which export this session runs."""
         return "onnx-int8" if self.int8 else "onnx-fp32"
 
     def _logits(self, encoded: BatchEncoding) -> np.ndarray:
         feed = {key: value.astype(np.int64) for key, value in encoded.items() if key in self.input_names}
-        return self.session.run(None, feed)[0]
+        logits: np.ndarray = self.session.run(None, feed)[0]  # onnxruntime ships no type information
+        return logits
 
 
 class FixedProbabilities(ScoringRuntime):
@@ -230,8 +237,12 @@ class FixedProbabilities(ScoringRuntime):
     every registry version).
     """
 
-    runtime_name = FIXED_RUNTIME
     needs_tokenizer = False
+
+    @property
+    def runtime_name(self) -> str:
+        """``benchmark-fixed``: no model at all."""
+        return FIXED_RUNTIME
 
     @property
     def version(self) -> str:
@@ -250,7 +261,8 @@ class FixedProbabilities(ScoringRuntime):
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
         """The log of :meth:`predict_proba`: logits whose softmax gives those probabilities back."""
-        return np.log(self.predict_proba(texts))
+        logits: np.ndarray = np.log(self.predict_proba(texts))
+        return logits
 
 
 def build_runtime(

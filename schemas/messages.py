@@ -183,6 +183,7 @@ class OversizedBytes(bytes):
     sha256: str
 
     def __new__(cls, whole: bytes, keep: int) -> OversizedBytes:
+        """The first ``keep`` bytes of ``whole``, with its length and SHA-256."""
         cut = super().__new__(cls, whole[:keep])
         cut.length = len(whole)
         cut.sha256 = hashlib.sha256(whole).hexdigest()

@@ -24,7 +24,7 @@ def write_state(path: Path, **fields: Any) -> None:
 def read_state(path: Path) -> dict[str, Any] | None:
     """The file's fields if the process that wrote it is still alive, else None (stale files are ignored)."""
     try:
-        state = json.loads(path.read_text())
+        state: dict[str, Any] = json.loads(path.read_text())
         os.kill(int(state["pid"]), 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -233,13 +233,28 @@ def layer_problems(imports: Iterable[Import]) -> list[str]:
         mine, theirs = layer_of(i.importer), layer_of(i.target)
         if mine == TOP or theirs == mine:
             continue
-        allowed = LAYERS.get(mine)
-        if allowed is None:
-            problems.append(f"{i.where()}: {mine} has no rule in LAYERS")
-        elif theirs not in allowed:
-            may = ", ".join(sorted(allowed)) or "nothing of emostream"
-            problems.append(f"{i.where()}: {mine} may import only itself and {may}")
+        problems += breach(
+            i,
+            LAYERS,
+            mine,
+            theirs,
+            f"{mine} has no rule in LAYERS",
+            f"{mine} may import only itself and {{may}}",
+            "nothing of emostream",
+        )
     return problems
+
+
+def breach(
+    i: Import, rules: dict[str, frozenset[str]], mine: str, theirs: str, unruled: str, refused: str, nothing: str
+) -> list[str]:
+    """The one message for an import from ``mine`` to ``theirs`` under ``rules``, or none when it is allowed."""
+    allowed = rules.get(mine)
+    if allowed is None:
+        return [f"{i.where()}: {unruled}"]
+    if theirs not in allowed:
+        return [f"{i.where()}: " + refused.format(may=", ".join(sorted(allowed)) or nothing)]
+    return []
 
 
 def room_problems(imports: Iterable[Import], known: frozenset[tuple[str, str]] = frozenset()) -> list[str]:
@@ -250,12 +265,15 @@ def room_problems(imports: Iterable[Import], known: frozenset[tuple[str, str]] =
         mine, theirs = stream_room(i.importer), stream_room(i.target)
         if mine == theirs or (i.importer, i.target) in known:
             continue
-        allowed = ROOMS.get(mine)
-        if allowed is None:
-            problems.append(f"{i.where()}: stream room {mine!r} has no rule in ROOMS")
-        elif theirs not in allowed:
-            may = ", ".join(sorted(allowed)) or "no other room"
-            problems.append(f"{i.where()}: stream.{mine or '__init__'} may import {may}, not stream.{theirs}")
+        problems += breach(
+            i,
+            ROOMS,
+            mine,
+            theirs,
+            f"stream room {mine!r} has no rule in ROOMS",
+            f"stream.{mine or '__init__'} may import {{may}}, not stream.{theirs}",
+            "no other room",
+        )
     return problems
 
 

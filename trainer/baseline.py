@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,11 @@ def run_baseline(
     umap: bool = True,
 ) -> BaselineResult:
     """Fit on the train split's features, score on validation (the test split stays untouched)."""
-    common = {"pooling": pooling, "batch_size": batch_size, "max_length": max_length, "device": device}
-    x_train = extract_hidden_states(encoder, data["train"]["text"], desc="train features", **common)
-    x_valid = extract_hidden_states(encoder, data["validation"]["text"], desc="validation features", **common)
+    features = partial(
+        extract_hidden_states, encoder, pooling=pooling, batch_size=batch_size, max_length=max_length, device=device
+    )
+    x_train = features(data["train"]["text"], desc="train features")
+    x_valid = features(data["validation"]["text"], desc="validation features")
     y_train, y_valid = np.array(data["train"]["label"]), np.array(data["validation"]["label"])
 
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, random_state=seed))

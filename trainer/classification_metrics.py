@@ -18,7 +18,7 @@ from sklearn.metrics import (
 from emostream.schemas import LABELS
 
 
-def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, Any]:
+def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> dict[str, Any]:
     """Accuracy, weighted and macro F1, per-class precision/recall/F1/support and the confusion matrix.
 
     Weighted F1 is the chapter's headline metric (the classes are imbalanced: surprise is 4% of the
@@ -44,7 +44,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict
     }
 
 
-def plot_confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], path: Path, title: str) -> Path:
+def plot_confusion_matrix(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, path: Path, title: str
+) -> Path:
     """The chapter's row-normalized confusion matrix, saved as a PNG."""
     import matplotlib
 

@@ -9,18 +9,18 @@ import pandas as pd
 import torch
 from datasets import Dataset
 
-from emostream.model.runtime import EmotionModel
+from emostream.model.runtime import ScoringRuntime
 from emostream.schemas import LABELS
 from emostream.trainer.classification_metrics import classification_metrics
 
 
-def evaluate(model: EmotionModel, dataset: Dataset) -> dict[str, Any]:
+def evaluate(model: ScoringRuntime, dataset: Dataset) -> dict[str, Any]:
     """Metrics of the model's top label against the data set's gold labels (``classification_metrics``)."""
     probabilities = model.predict_proba(dataset["text"])
     return classification_metrics(dataset["label"], probabilities.argmax(axis=-1))
 
 
-def losses_frame(model: EmotionModel, dataset: Dataset) -> pd.DataFrame:
+def losses_frame(model: ScoringRuntime, dataset: Dataset) -> pd.DataFrame:
     """Every example with its gold label, predicted label and cross-entropy loss, highest loss first.
 
     The top rows show label noise and the model's blind spots; the bottom rows show what it is

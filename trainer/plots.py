@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from emostream.schemas import LABELS
 
@@ -19,7 +20,7 @@ def plot_probabilities(records: Sequence[dict[str, object]], path: Path, max_pan
     shown = list(records)[:max_panels]
     fig, axes = plt.subplots(len(shown), 1, figsize=(7, 2.6 * len(shown)), squeeze=False)
     for ax, record in zip(axes[:, 0], shown, strict=True):
-        values = [100 * float(record[name]) for name in LABELS]  # type: ignore[arg-type]
+        values = [100 * float(cast(float, record[name])) for name in LABELS]  # score_records' probabilities
         colors = ["#dd8452" if name == record["label"] else "#4c72b0" for name in LABELS]
         ax.bar(LABELS, values, color=colors)
         ax.set_ylim(0, 100)

@@ -200,7 +200,8 @@ def _strings(path: Path, array: Any, name: str, first_row: int) -> list[str | No
     kind = array.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         try:
-            return array.to_pylist()
+            texts: list[str | None] = array.to_pylist()
+            return texts
         except UnicodeDecodeError:  # ClickHouse's String holds bytes: find the one that is not UTF-8
             array = array.cast(pa.large_binary())
             kind = array.type

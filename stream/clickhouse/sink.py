@@ -89,11 +89,14 @@ class Sink(Protocol):
         scores: Sequence[EmotionScore],
         dead_letters: Sequence[DeadLetter] = (),
         reviews: Sequence[ReviewItem] = (),
-    ) -> None: ...
+    ) -> None:
+        """Write one batch's rows; raises on a refusal (the caller tells a data error from an outage)."""
 
-    def has_score(self, tweet_id: str, model_version: str) -> bool: ...
+    def has_score(self, tweet_id: str, model_version: str) -> bool:
+        """Whether this tweet's score by this version is in the table (a re-delivered batch)."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the client."""
 
 
 def review_row(item: ReviewItem) -> dict[str, Any]:
@@ -270,4 +273,5 @@ class ClickHouseSink:
         return list(result.column_names), [tuple(row) for row in result.result_rows]
 
     def close(self) -> None:
+        """Close this sink's client (its chDB handle or HTTP connection)."""
         self.client.close()

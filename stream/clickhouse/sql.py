@@ -181,6 +181,7 @@ class Number(float):
     text: str
 
     def __new__(cls, text: str) -> Number:
+        """The number ClickHouse wrote as ``text``, keeping the text."""
         number = super().__new__(cls, text)
         number.text = text
         return number

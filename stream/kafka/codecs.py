@@ -20,7 +20,8 @@ class PydanticCodec(codecs.Codec):
     def _dumps(self, obj: Any) -> bytes:
         if not isinstance(obj, self.model):
             obj = self.model.model_validate(obj)
-        return obj.model_dump_json().encode()
+        model: BaseModel = obj
+        return model.model_dump_json().encode()
 
     def _loads(self, s: bytes) -> Any:
         return self.model.model_validate_json(s)

@@ -147,9 +147,9 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
         consumer._fetch_max_wait_ms = max_wait_ms  # read by consumer.start() when it builds its fetcher
         return consumer
 
-    create_worker_consumer.emostream_wait_ms = max_wait_ms  # type: ignore[attr-defined]
-    create_worker_consumer.emostream_original = original  # type: ignore[attr-defined]
-    driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+    create_worker_consumer.emostream_wait_ms = max_wait_ms  # type: ignore[attr-defined]  # a mark on the patch
+    create_worker_consumer.emostream_original = original  # type: ignore[attr-defined]  # a mark on the patch
+    driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]  # a deliberate patch
 
 
 # Eager delivery (see emostream.stream.kafka.eager_delivery for why).
@@ -171,9 +171,10 @@ def _go_on(coro: Coroutine[Any, Any, T], waiting_on: Any) -> Generator[Any, Any,
         try:
             waiting_on = coro.throw(exc)
         except StopIteration as finished:
-            return finished.value  # type: ignore[no-any-return]
+            return finished.value  # type: ignore[no-any-return]  # StopIteration.value is Any
         return (yield from _go_on(coro, waiting_on))
-    return (yield from coro)  # type: ignore[misc]
+    result: T = yield from coro
+    return result
 
 
 async def _rest_of(coro: Coroutine[Any, Any, T], waiting_on: Any) -> T:
@@ -212,7 +213,7 @@ class EagerDelivery:
             or self._crashed.is_set()
             or (suspended is not None and suspended.is_set())
         ):
-            return await super().wait_first(*coros, timeout=timeout)  # type: ignore[misc, no-any-return]
+            return await super().wait_first(*coros, timeout=timeout)  # type: ignore[misc, no-any-return]  # mixin: mode's method
         try:
             waiting_on = first.send(None)
         except StopIteration as finished:
@@ -222,7 +223,7 @@ class EagerDelivery:
             _close(coros[1:])
             raise
         rest = _rest_of(first, waiting_on)
-        waited: WaitResults = await super().wait_first(rest, *coros[1:], timeout=timeout)  # type: ignore[misc]
+        waited: WaitResults = await super().wait_first(rest, *coros[1:], timeout=timeout)  # type: ignore[misc]  # mixin: mode's method
         return WaitResults([first if done is rest else done for done in waited.done], waited.results, waited.stopped)
 
 
@@ -245,7 +246,7 @@ class BoundedRecords:
     max_record_bytes: int
 
     def _to_message(self, tp: Any, record: Any) -> Any:
-        message = super()._to_message(tp, record)  # type: ignore[misc]
+        message = super()._to_message(tp, record)  # type: ignore[misc]  # mixin: Faust's consumer's
         message.value = bound_bytes(message.value, self.max_record_bytes, DEAD_LETTER_VALUE_MAX_BYTES)
         message.key = bound_bytes(message.key, DEAD_LETTER_KEY_MAX_BYTES, DEAD_LETTER_KEY_MAX_BYTES)
         return message
@@ -278,7 +279,7 @@ class EagerDeliveryApp(faust.App):
         consumer = eager_consumer(transport.Consumer)
         if self.max_record_bytes is not None:
             consumer = bounded_consumer(consumer, self.max_record_bytes)
-        transport.Consumer = consumer
+        transport.Consumer = consumer  # type: ignore[misc]  # faust types it a ClassVar; swapped on this instance only
         return transport
 
 
@@ -295,7 +296,7 @@ class StopSignalHook:
 
     def _schedule_shutdown(self, signal: signal.Signals) -> None:
         self.on_stop_signal(signal)
-        super()._schedule_shutdown(signal)  # type: ignore[misc]
+        super()._schedule_shutdown(signal)  # type: ignore[misc]  # mixin: mode's Worker's
 
 
 def withhold_messages(messages: Iterable[Message]) -> None:

@@ -108,6 +108,8 @@ SHOWN_LABEL_COLUMNS = (*LABEL_COLUMNS, "text_sha256")
 
 @dataclass(frozen=True)
 class QueueItem:
+    """One item of the review queue as the page shows it: the tweet, the model's scores, why it was sent."""
+
     tweet_id: str
     text_sha256: str
     brand: str
@@ -122,10 +124,12 @@ class QueueItem:
 
     @property
     def key(self) -> ItemKey:
+        """The item's identity: the tweet id and the hash of its text."""
         return (self.tweet_id, self.text_sha256)
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> QueueItem:
+        """An item from a row of ``ITEM_COLUMNS``."""
         values = dict(zip(ITEM_COLUMNS, row, strict=True))
         return cls(
             tweet_id=values["tweet_id"],
@@ -142,6 +146,7 @@ class QueueItem:
         )
 
     def as_json(self) -> dict[str, Any]:
+        """The item for the page's JSON (times as ISO 8601)."""
         return {**self.__dict__, "created_at": self.created_at.isoformat()}
 
 
@@ -154,6 +159,7 @@ class Counts:
     done_by_reviewer: int = 0
 
     def as_json(self, brand: str = "", label: str = "") -> dict[str, Any]:
+        """The counts for the page: pending matching the filters and in all, per brand and per label, and done."""
         brands: dict[str, int] = {}
         labels: dict[str, int] = {}
         for (b, lab), n in self.pending.items():
@@ -208,6 +214,7 @@ class ReviewQueue:
         return [QueueItem.from_row(row) for row in rows]
 
     def item(self, tweet_id: str, sha256: str) -> QueueItem | None:
+        """The queue's item with this id and text hash, or None when there is none."""
         rows = self.client.query(
             f"SELECT {', '.join(ITEM_COLUMNS)} FROM review_queue FINAL "
             "WHERE tweet_id = {id:String} AND text_sha256 = {sha:String}",
@@ -238,6 +245,7 @@ class ReviewQueue:
         return ShownLabel(**values)
 
     def counts(self, reviewer: str) -> Counts:
+        """Pending items per brand and label, and labelled ones in all and by ``reviewer``."""
         by_facet = self.client.query(PENDING_BY_FACET).result_rows
         done, mine = self.client.query(DONE, parameters={"reviewer": reviewer}).result_rows[0]
         return Counts({(brand, label): int(n) for brand, label, n in by_facet}, int(done), int(mine))
@@ -255,4 +263,5 @@ class ReviewQueue:
         self.client.insert("review_labels", [row], column_names=list(SHOWN_LABEL_COLUMNS))
 
     def close(self) -> None:
+        """Close the queue's client."""
         self.client.close()

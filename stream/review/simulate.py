@@ -82,7 +82,8 @@ class ReviewClient:
 
     def items(self, n: int = WINDOW) -> list[dict[str, Any]]:
         """This credential's next window of up to ``n`` items, leased to it as the page's would be."""
-        return self._call("GET", f"/review/api/items?n={n}")["items"]
+        items: list[dict[str, Any]] = self._call("GET", f"/review/api/items?n={n}")["items"]
+        return items
 
     def label(self, item: dict[str, Any], label: str) -> None:
         """Label the item as it was shown (its id and text hash); an HTTP refusal raises ``SimulationError``."""
@@ -104,7 +105,8 @@ class ReviewClient:
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
+                result: dict[str, Any] = json.loads(response.read())
+                return result
         except urllib.error.HTTPError as exc:
             try:
                 reason = json.loads(exc.read())["error"]
@@ -129,7 +131,7 @@ class SimulationReport:
 
 
 def simulate(
-    client: ReviewClient, answers: Answers, budget: int, progress: Callable[[int], None] | None = None
+    client: ReviewClient, answers: Answers, budget: int, progress: Callable[[int], object] | None = None
 ) -> SimulationReport:
     """Label pending items in the queue's order until ``budget`` labels are given or nothing is left.
 

@@ -97,8 +97,13 @@ class BatchHealth:
 class ServingModel(Protocol):
     """What metrics and readiness read of the serving model: its version and the runtime it runs on."""
 
-    version: str
-    runtime_name: str
+    @property
+    def version(self) -> str:
+        """The registry version it serves."""
+
+    @property
+    def runtime_name(self) -> str:
+        """The runtime it runs on (``torch-fp32``, ``onnx-int8``, ...)."""
 
 
 class WorkerMetrics:

@@ -79,9 +79,9 @@ def add_web_views(
         async def stop_labels(sender: Any = None, **kwargs: Any) -> None:
             labels.close()
 
-        app.on_before_shutdown.connect(stop_labels)
+        app.on_before_shutdown.connect(stop_labels)  # type: ignore[arg-type]  # no function matches mode 0.7's SignalHandlerT
 
-    app.on_webserver_init = on_webserver_init  # type: ignore[method-assign]
+    app.on_webserver_init = on_webserver_init  # type: ignore[method-assign]  # Faust's documented hook
 
     @app.page("/healthz")
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -110,7 +110,7 @@ class ReadyWorker(StopSignalHook, faust.Worker):
     def __init__(self, app: faust.App, on_ready: Callable[[], None], shutdown: Shutdown, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._on_ready = on_ready
-        self._shutdown = shutdown
+        self._emostream_shutdown = shutdown  # not `_shutdown`: that is mode's own Event on every Service
 
     async def on_startup_finished(self) -> None:
         """Faust's startup, then ``on_ready`` (the worker announces its endpoint and credential only now)."""
@@ -119,7 +119,7 @@ class ReadyWorker(StopSignalHook, faust.Worker):
 
     def on_stop_signal(self, signal: signal.Signals) -> None:
         """Hand the stop to :class:`Shutdown`: the first signal starts its deadline, a second one aborts."""
-        self._shutdown.request(signal.name)
+        self._emostream_shutdown.request(signal.name)
 
 
 def run_worker(setup: WorkerSetup, bootstrap: str, shutdown: Shutdown | None = None, review: bool = False) -> int:

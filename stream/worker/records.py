@@ -158,7 +158,6 @@ def parse_tweet(record: ConsumedRecord, limits: RecordLimits = DEFAULT_LIMITS) -
 def dead_letter(record: ConsumedRecord, error: str) -> DeadLetter:
     """The record's dead letter, bounded, with the whole value's length and hash even when it was cut on arrival."""
     value, key = record.value, record.key
-    oversized = isinstance(value, OversizedBytes)
     return DeadLetter.of(
         topic=record.topic,
         partition=record.partition,
@@ -166,8 +165,8 @@ def dead_letter(record: ConsumedRecord, error: str) -> DeadLetter:
         key=key,
         value=value,
         error=error,
-        value_length=value.length if oversized else None,  # type: ignore[union-attr]
-        value_sha256=value.sha256 if oversized else None,  # type: ignore[union-attr]
+        value_length=value.length if isinstance(value, OversizedBytes) else None,
+        value_sha256=value.sha256 if isinstance(value, OversizedBytes) else None,
     )
 
 

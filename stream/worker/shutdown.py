@@ -29,11 +29,11 @@ class Shutdown:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.requested = threading.Event()
-        self._abort_hooks: list[Callable[[], None]] = []
+        self._abort_hooks: list[Callable[[], object]] = []
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
 
-    def on_abort(self, hook: Callable[[], None]) -> None:
+    def on_abort(self, hook: Callable[[], object]) -> None:
         """Run ``hook`` before a forced exit (stop child processes, remove state files)."""
         self._abort_hooks.append(hook)
 
