@@ -31,7 +31,7 @@ def export_labels(settings: Settings, path: Path) -> int:
     ``LabelsUnavailable`` (no ClickHouse data yet) as a UsageError.
     """
     try:
-        return retraining.export_labels(settings.resolved_clickhouse_dsn(), path)
+        return retraining.export_labels(settings.clickhouse(), path)
     except retraining.LabelsUnavailable as exc:
         raise UsageError(str(exc)) from None
 
@@ -62,7 +62,7 @@ def _retrain_job(settings: Settings) -> retraining.RetrainJob:
 
     return retraining.RetrainJob(
         registry=settings.registry,
-        dsn=settings.resolved_clickhouse_dsn(),
+        dsn=settings.clickhouse(),
         data=settings.data,
         columns=ColumnMap(settings.text_column, settings.label_column),
         policy=settings.retrain_policy(),

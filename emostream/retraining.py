@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emostream.console import err, literal
+from emostream.stream.clickhouse.dsn import ClickHouseDsn
 
 if TYPE_CHECKING:
     from emostream.stream.web.endpoint import Endpoint
@@ -44,18 +45,17 @@ class RetrainJob:
     are), the base training data with its columns (the replay and the base test split), and the policy."""
 
     registry: Path
-    dsn: str
+    dsn: ClickHouseDsn | str
     data: str
     columns: ColumnMap
     policy: RetrainPolicy
 
 
-def _labels_endpoint(dsn: str) -> Endpoint | None:
+def _labels_endpoint(dsn: ClickHouseDsn) -> Endpoint | None:
     """The running `up`'s endpoint when one owns the DSN's chDB directory, else None (read with a client)."""
-    from emostream.stream.clickhouse.dsn import ClickHouseDsn
     from emostream.stream.web.endpoint import Endpoint
 
-    directory = ClickHouseDsn(dsn).directory
+    directory = dsn.directory
     endpoint = Endpoint.find(directory) if directory else None
     if endpoint is None and directory is not None and not directory.exists():
         raise LabelsUnavailable(
@@ -64,7 +64,7 @@ def _labels_endpoint(dsn: str) -> Endpoint | None:
     return endpoint
 
 
-def export_labels(dsn: str, path: Path) -> int:
+def export_labels(dsn: ClickHouseDsn | str, path: Path) -> int:
     """The reviewers' current labels (``TRAINING_LABELS_WITH_IDS``) as a Parquet file at ``path``; its rows.
 
     Trusted, not user SQL: through the running `up`'s ``/labels`` route (it owns the chDB directory), or a
@@ -72,22 +72,24 @@ def export_labels(dsn: str, path: Path) -> int:
     """
     from emostream.stream.web.endpoint import export_training_labels
 
-    endpoint = _labels_endpoint(dsn)
-    return endpoint.training_labels(path) if endpoint is not None else export_training_labels(dsn, path)
+    where = ClickHouseDsn.of(dsn)
+    endpoint = _labels_endpoint(where)
+    return endpoint.training_labels(path) if endpoint is not None else export_training_labels(where, path)
 
 
-def export_snapshot(dsn: str, directory: Path) -> tuple[Path, int]:
+def export_snapshot(dsn: ClickHouseDsn | str, directory: Path) -> tuple[Path, int]:
     """A snapshot of the reviewers' current labels, written to a new Parquet file in ``directory``; its rows."""
     path = directory / f"review_labels-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
     return path, export_labels(dsn, path)
 
 
-def count_labels(dsn: str) -> int:
+def count_labels(dsn: ClickHouseDsn | str) -> int:
     """The rows a snapshot would have now, read the same trusted way."""
     from emostream.stream.web.endpoint import count_training_labels
 
-    endpoint = _labels_endpoint(dsn)
-    return endpoint.count_training_labels() if endpoint is not None else count_training_labels(dsn)
+    where = ClickHouseDsn.of(dsn)
+    endpoint = _labels_endpoint(where)
+    return endpoint.count_training_labels() if endpoint is not None else count_training_labels(where)
 
 
 def run_round(job: RetrainJob, labels_file: Path | None = None, wait: bool = False) -> RetrainResult:

@@ -194,6 +194,7 @@ def endpoint_serving(dsn: str) -> Iterator[tuple[str, list[str]]]:
     import faust
     from aiohttp import web
 
+    from emostream.stream.clickhouse.dsn import ClickHouseDsn
     from emostream.stream.kafka.broker import free_port
     from emostream.stream.web.auth import ADMIN, REVIEW, RequestGuard
     from emostream.stream.web.views import add_web_views
@@ -201,7 +202,7 @@ def endpoint_serving(dsn: str) -> Iterator[tuple[str, list[str]]]:
     port = free_port("127.0.0.1")
     guard = RequestGuard({ADMIN: ADMIN_TOKEN, REVIEW: REVIEW_TOKEN}, "127.0.0.1", port)
     app = faust.App(f"emostream-test-{uuid.uuid4().hex[:8]}", broker="kafka://127.0.0.1:1")
-    sql_thread = add_web_views(app, guard, None, 5.0, None, labels_dsn=dsn)  # type: ignore[arg-type]
+    sql_thread = add_web_views(app, guard, None, 5.0, None, labels_dsn=ClickHouseDsn(dsn))  # type: ignore[arg-type]
     asked: list[str] = []
 
     @web.middleware

@@ -16,7 +16,7 @@ from emostream.stream.clickhouse.dsn import ClickHouseDsn
 
 def open_client(dsn: ClickHouseDsn | str) -> Client:
     """A new clickhouse-connect client for ``dsn`` (the embedded engine's directory made first). Blocking."""
-    parsed = dsn if isinstance(dsn, ClickHouseDsn) else ClickHouseDsn(dsn)
+    parsed = ClickHouseDsn.of(dsn)
     if parsed.directory is not None:
         parsed.directory.mkdir(parents=True, exist_ok=True)
     return clickhouse_connect.get_client(dsn=parsed.url)

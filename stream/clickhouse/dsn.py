@@ -19,6 +19,11 @@ class ClickHouseDsn:
     url: str
 
     @classmethod
+    def of(cls, dsn: ClickHouseDsn | str) -> ClickHouseDsn:
+        """``dsn`` as this type: the value itself, or a DSN given as text (by a test, a script, a state file)."""
+        return dsn if isinstance(dsn, ClickHouseDsn) else cls(dsn)
+
+    @classmethod
     def embedded_in(cls, directory: Path) -> ClickHouseDsn:
         """The embedded engine's DSN for a data directory (made absolute: the worker may change directory)."""
         return cls(f"{EMBEDDED_SCHEME}{directory.resolve()}")

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from emostream.schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, ReviewLabel
 from emostream.stream.clickhouse.client import open_client
 from emostream.stream.clickhouse.ddl import DDL_DIR, apply_schema, is_unknown_table
+from emostream.stream.clickhouse.dsn import ClickHouseDsn
 from emostream.stream.clickhouse.supersede import (
     SUPERSEDED_COLUMNS,
     SUPERSEDED_ROW,
@@ -80,7 +81,7 @@ class Sink(Protocol):
     """
 
     @property
-    def dsn(self) -> str:
+    def dsn(self) -> ClickHouseDsn:
         """Where it writes (the worker's probes and its state file name it)."""
         ...
 
@@ -115,9 +116,9 @@ class ClickHouseSink:
     A :class:`Sink`, on a client of its own (:func:`~emostream.stream.clickhouse.client.open_client`).
     """
 
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self.client = open_client(dsn)
+    def __init__(self, dsn: ClickHouseDsn | str) -> None:
+        self.dsn = ClickHouseDsn.of(dsn)
+        self.client = open_client(self.dsn)
         # One insert context per table, reused: clickhouse-connect otherwise asks the server for the
         # column types (DESCRIBE TABLE) before every insert, one more query per table per batch. Contexts
         # are not thread-safe, hence the lock; any schema change or failed insert drops them.

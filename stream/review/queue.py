@@ -36,6 +36,7 @@ from pydantic import Field, StringConstraints
 from emostream.schemas import LABELS, ReviewLabel
 from emostream.stream.clickhouse.client import open_client
 from emostream.stream.clickhouse.ddl import apply_schema
+from emostream.stream.clickhouse.dsn import ClickHouseDsn
 from emostream.stream.clickhouse.labels import (
     CURRENT_LABELS,
     LABEL_EVENTS,
@@ -179,7 +180,7 @@ class Counts:
 class ReviewQueue:
     """Reads the queue and writes labels, on a ClickHouse client of its own (chDB: a handle of its own)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: ClickHouseDsn | str) -> None:
         self.client = open_client(dsn)
 
     def apply_schema(self) -> None:

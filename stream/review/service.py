@@ -89,7 +89,7 @@ class ReviewService:
         self.setup = setup
         self.bootstrap = bootstrap
         self.leases = LeaseBook(setup.review.review_lease)
-        self.queue = ReviewQueue(setup.dsn.url)
+        self.queue = ReviewQueue(setup.dsn)
         self.queue.apply_schema()
         self.sql = ReadOnlySql(setup.query_dsn, setup.sql)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="emostream-review")

@@ -119,7 +119,7 @@ def _error_of(exc: urllib.error.HTTPError) -> str:
         return f"HTTP {exc.code} {exc.reason}"
 
 
-def trusted_client(dsn: str) -> Any:
+def trusted_client(dsn: ClickHouseDsn) -> Any:
     """A ClickHouse client for emostream's own statements on the writer's DSN: none of user SQL's limits.
 
     Blocking; one per caller and thread (a chDB handle of its own on an engine this process has open,
@@ -128,12 +128,12 @@ def trusted_client(dsn: str) -> Any:
     import clickhouse_connect
 
     try:
-        return clickhouse_connect.get_client(dsn=dsn)
+        return clickhouse_connect.get_client(dsn=dsn.url)
     except Exception as exc:
         raise SqlError(str(exc).strip()) from None
 
 
-def export_training_labels(dsn: str, path: Path) -> int:
+def export_training_labels(dsn: ClickHouseDsn, path: Path) -> int:
     """``TRAINING_LABELS_WITH_IDS`` as Parquet, written by ClickHouse to ``path``; returns its rows.
 
     chDB writes the file itself (``INTO OUTFILE``: nothing held in memory); from a server the result is
@@ -147,7 +147,7 @@ def export_training_labels(dsn: str, path: Path) -> int:
     path = path.resolve()  # the engine's working directory is not necessarily ours
     client = trusted_client(dsn)
     try:
-        if ClickHouseDsn(dsn).embedded:
+        if dsn.embedded:
             client.command(f"{statement}\nINTO OUTFILE {format_query_value(str(path))} TRUNCATE FORMAT Parquet")
         else:
             stream = client.raw_stream(statement, fmt="Parquet")
@@ -166,7 +166,7 @@ def export_training_labels(dsn: str, path: Path) -> int:
     return parquet_rows(path)
 
 
-def count_training_labels(dsn: str) -> int:
+def count_training_labels(dsn: ClickHouseDsn) -> int:
     """The rows :func:`export_training_labels` would write now (``--watch`` looks at this)."""
     from emostream.stream.clickhouse.labels import TRAINING_LABELS_WITH_IDS
 

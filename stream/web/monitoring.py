@@ -299,8 +299,8 @@ class ClickHouseProbe:
     /readyz waits on that same one, at most ``timeout`` seconds.
     """
 
-    def __init__(self, dsn: str, timeout: float = READY_TIMEOUT) -> None:
-        self.dsn = dsn
+    def __init__(self, dsn: ClickHouseDsn | str, timeout: float = READY_TIMEOUT) -> None:
+        self.dsn = ClickHouseDsn.of(dsn)
         self.timeout = timeout
         self._client: Any = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="emostream-readyz")
@@ -309,13 +309,13 @@ class ClickHouseProbe:
     def _connect(self) -> Any:
         import clickhouse_connect
 
-        if ClickHouseDsn(self.dsn).embedded:
-            return clickhouse_connect.get_client(dsn=self.dsn)
+        if self.dsn.embedded:
+            return clickhouse_connect.get_client(dsn=self.dsn.url)
         # Bounded (whole seconds: the client's unit), so a stalled server cannot hold the probe thread,
         # and with it the worker's exit, for long.
         seconds = max(1, math.ceil(self.timeout))
         return clickhouse_connect.get_client(
-            dsn=self.dsn, connect_timeout=seconds, send_receive_timeout=seconds, query_retries=0
+            dsn=self.dsn.url, connect_timeout=seconds, send_receive_timeout=seconds, query_retries=0
         )
 
     def _select_one(self) -> None:

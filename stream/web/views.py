@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
+from emostream.stream.clickhouse.dsn import ClickHouseDsn
 from emostream.stream.clickhouse.sql import ReadOnlySql, SqlError
 from emostream.stream.web.auth import RequestGuard
 from emostream.stream.web.endpoint import (
@@ -55,7 +56,7 @@ def add_web_views(
     *,
     metrics: WorkerMetrics | None = None,
     readiness: Readiness | None = None,
-    labels_dsn: str | None = None,
+    labels_dsn: ClickHouseDsn | None = None,
 ) -> ThreadPoolExecutor:
     """Register the routes and the guard; returns the SQL thread, for the caller to shut down.
 
@@ -132,7 +133,7 @@ class LabelsExport:
     waits behind user SQL or a batch's insert, nor they behind it.
     """
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: ClickHouseDsn) -> None:
         self.dsn = dsn
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="emostream-labels")
 

@@ -86,7 +86,7 @@ def build_parts(setup: WorkerSetup, shutdown: Shutdown) -> WorkerParts:
     """The current model version loaded, the sink with its schema applied, and the scorer's thread."""
     version = ModelRegistry(setup.registry).require_current()
     model = load_runtime(setup.runtime, version.path)
-    sink = ClickHouseSink(setup.dsn.url)
+    sink = ClickHouseSink(setup.dsn)
     sink.apply_schema()
     log.info(
         "model %s on %s (%s), batches of up to %d",
@@ -165,7 +165,7 @@ def run_worker(setup: WorkerSetup, bootstrap: str, shutdown: Shutdown | None = N
     parts.metrics.follow_lag(lambda: consumer_lag(app.consumer, topic))
     readiness = Readiness(
         model=lambda: parts.scorer.model,
-        clickhouse=ClickHouseProbe(parts.sink.dsn),
+        clickhouse=ClickHouseProbe(setup.dsn),
         partitions=lambda: assigned_partitions(app.consumer, topic),
         health=parts.metrics.health,
         failing_timeout=setup.worker.failing_batch_timeout,
@@ -179,7 +179,7 @@ def run_worker(setup: WorkerSetup, bootstrap: str, shutdown: Shutdown | None = N
         mount,
         metrics=parts.metrics,
         readiness=readiness,
-        labels_dsn=parts.sink.dsn,
+        labels_dsn=setup.dsn,
     )
     data_dir = setup.dsn.directory
     endpoint: Path | None = endpoint_file(data_dir) if data_dir else None
