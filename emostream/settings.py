@@ -19,10 +19,10 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emostream.model.config import RuntimeConfig
+from emostream.stream.clickhouse.config import SqlLimits
 from emostream.stream.clickhouse.dsn import ClickHouseDsn
-from emostream.stream.clickhouse.sql import SqlLimits
 from emostream.stream.kafka.config import KafkaConfig, Topics
-from emostream.stream.review.service import ReviewConfig, ReviewSetup
+from emostream.stream.review.config import ReviewConfig, ReviewSetup
 from emostream.stream.web.auth import WebConfig
 from emostream.stream.worker.config import MicroBatch, WorkerConfig, WorkerSetup
 from emostream.stream.worker.records import RecordLimits

@@ -63,8 +63,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from emostream.stream.clickhouse.config import SqlLimits
 from emostream.stream.clickhouse.dsn import ClickHouseDsn
 
 READING_STATEMENTS = (
@@ -267,22 +266,6 @@ def parse_explain_ast(lines: list[str]) -> AstNode:
     if root is None or any(len(node.children) != node.declared for node in root.walk()):
         raise malformed
     return root
-
-
-class SqlLimits(BaseModel):
-    """What one user statement may take: time, rows, bytes returned and memory (``EMOSTREAM_SQL_*``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    sql_timeout: float = Field(30.0, gt=0, description="longest a user SQL statement may run, seconds")
-    sql_max_rows: int = Field(100_000, gt=0, description="most rows a user SQL statement may return")
-    sql_max_bytes: int = Field(64_000_000, gt=0, description="most bytes a user SQL statement may return")
-    sql_max_memory: int = Field(
-        1_000_000_000,
-        gt=0,
-        description="most bytes of memory a user SQL statement may use (ClickHouse's max_memory_usage); in the "
-        "embedded mode the engine shares the worker's process, so an unbounded query could take the worker down",
-    )
 
 
 def session_settings(limits: SqlLimits) -> dict[str, Any]:

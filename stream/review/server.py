@@ -13,8 +13,9 @@ from aiohttp import web
 
 from emostream.stream.kafka.broker import free_port
 from emostream.stream.kafka.topics import ensure_topics
+from emostream.stream.review.config import ReviewSetup
 from emostream.stream.review.routes import mount_review, review_url
-from emostream.stream.review.service import ReviewService, ReviewSetup
+from emostream.stream.review.service import ReviewService
 from emostream.stream.web.auth import ADMIN, REVIEW, WebConfig, guard_for
 
 log = logging.getLogger("emostream.review")

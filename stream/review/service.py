@@ -28,18 +28,16 @@ import io
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from pydantic import BaseModel, ConfigDict, Field
 
 from emostream.schemas.messages import utc_now
-from emostream.stream.clickhouse.dsn import ClickHouseDsn
-from emostream.stream.clickhouse.sql import ReadOnlySql, SqlLimits
+from emostream.stream.clickhouse.sql import ReadOnlySql
 from emostream.stream.clickhouse.trends import Bucket, Trends
 from emostream.stream.kafka.ingest import start_producer
+from emostream.stream.review.config import ReviewSetup
 from emostream.stream.review.leases import LEASES_PER_SESSION, LeaseBook
 from emostream.stream.review.queue import QueueItem, ReviewQueue, ShownLabel
 from emostream.stream.web.auth import Principal
@@ -59,27 +57,6 @@ class ReviewError(Exception):
 def owner_of(principal: Principal) -> str:
     """Who holds leases: a browser session, or a program by its credential's reviewer."""
     return principal.session.nonce if principal.session else f"bearer:{principal.scope}:{principal.reviewer}"
-
-
-class ReviewConfig(BaseModel):
-    """How the queue hands out items (``EMOSTREAM_REVIEW_LEASE``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    review_lease: float = Field(
-        120.0, gt=0, description="seconds an item shown to one reviewer is kept from the others"
-    )
-
-
-@dataclass(frozen=True)
-class ReviewSetup:
-    """What a review service is built from, assembled once at the top (``emostream.settings``)."""
-
-    review: ReviewConfig
-    labels_topic: str
-    dsn: ClickHouseDsn  # the writer's: the queue reads items and writes labels
-    query_dsn: ClickHouseDsn  # user SQL's: the trends page
-    sql: SqlLimits
 
 
 class ReviewService:

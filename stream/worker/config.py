@@ -14,10 +14,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from emostream.model.config import RuntimeConfig
+from emostream.stream.clickhouse.config import SqlLimits
 from emostream.stream.clickhouse.dsn import ClickHouseDsn
-from emostream.stream.clickhouse.sql import SqlLimits
 from emostream.stream.kafka.config import KafkaConfig, Topics
-from emostream.stream.review.service import ReviewSetup
+from emostream.stream.review.config import ReviewSetup
 from emostream.stream.web.auth import WebConfig
 from emostream.stream.worker.records import RecordLimits
 from emostream.stream.worker.review_policy import ReviewRouting
