@@ -49,15 +49,15 @@ from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from emostream.model.registry import RETRAIN_FILE, ModelRegistry, ModelVersion
 from emostream.model.runtime import EmotionModel
-from emostream.schemas import LABELS
+from emostream.schemas import LABELS, NO_EMOTION
+from emostream.schemas.labels import SNAPSHOT_BATCH_ROWS, SNAPSHOT_COLUMNS
 from emostream.trainer.config import RetrainPolicy, TrainConfig
 from emostream.trainer.data import FEATURES, DataError
 from emostream.trainer.finetune import TrainResult, fine_tune, sha256_of
 
 SNAPSHOT_FILE = "review_labels.parquet"
-COLUMNS = ("tweet_id", "text", "label")
+COLUMNS = SNAPSHOT_COLUMNS  # the snapshot's format is the label schema's (emostream.schemas.labels)
 PARQUET_MAGIC = b"PAR1"
-NO_EMOTION = "none"
 MIN_HOLDOUT = 20  # fewer held-out tweets than this cannot tell two models apart
 
 
@@ -184,7 +184,7 @@ def _parquet_records(path: Path) -> Iterator[tuple[int | None, int, dict[str, st
         raise DataError(path, f"missing column(s) {', '.join(sorted(missing))}; expected tweet_id,text,label")
     row = 0
     try:
-        for batch in file.iter_batches(batch_size=16_384, columns=list(COLUMNS)):
+        for batch in file.iter_batches(batch_size=SNAPSHOT_BATCH_ROWS, columns=list(COLUMNS)):
             columns = [_strings(path, batch.column(i), name, row) for i, name in enumerate(COLUMNS)]
             for values in zip(*columns, strict=True):
                 row += 1
