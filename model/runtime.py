@@ -14,6 +14,13 @@ chunk, texts sorted by length so each padded chunk wastes little) and from the b
 ``auto`` picks the fastest one whose accuracy the version's serving check accepted (``serving.json``,
 written by ``train``); fp32 otherwise. A fast path is never the default unless it was measured, and
 ``benchmark-fixed`` is never chosen by ``auto``: its scores mean nothing, it is for benchmarks only.
+
+Confidence is calibrated by temperature scaling (:mod:`emostream.model.calibration`): a version's
+``calibration.json`` holds the temperature ``T`` fitted on its validation split at training, and every
+model-backed runtime returns ``softmax(logits / T)`` from :meth:`ScoringRuntime.predict_proba`, in one
+place, so torch and ONNX scores stay alike. Dividing by ``T > 0`` keeps the top label; only the
+confidence changes, so that of tweets scored at ~0.7 about 70% are right. A version without the file is
+served with ``T = 1``, exactly as before; a file that is there but invalid refuses to load.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
 
+from emostream.model.calibration import Calibration, load_calibration, softmax
 from emostream.model.config import RuntimeConfig
 from emostream.schemas import LABELS
 
@@ -85,6 +93,7 @@ class ScoringRuntime:
     """
 
     needs_tokenizer = True  # FixedProbabilities scores without one
+    uses_calibration = True  # FixedProbabilities has no logits to calibrate
 
     @property
     def runtime_name(self) -> str:
@@ -106,6 +115,9 @@ class ScoringRuntime:
         labels = [config.id2label[i] for i in range(config.num_labels)]
         if tuple(labels) != LABELS:
             raise ValueError(f"{self.model_dir}: the model's labels {labels} are not {list(LABELS)}")
+        # The version's temperature (calibration.json); without one, T = 1: served exactly as before.
+        self.calibration: Calibration | None = load_calibration(self.model_dir) if self.uses_calibration else None
+        self.temperature = self.calibration.temperature if self.calibration is not None else 1.0
 
     @property
     def registry_version(self) -> str:
@@ -118,14 +130,16 @@ class ScoringRuntime:
         return self.registry_version
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Probabilities of shape ``(len(texts), 6)`` in the order of :data:`schemas.LABELS`."""
-        logits = self.predict_logits(texts)
-        exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        probabilities: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
-        return probabilities
+        """Calibrated probabilities of shape ``(len(texts), 6)`` in the order of :data:`schemas.LABELS`.
+
+        ``softmax(logits / self.temperature)`` for every backend, here and nowhere else, so that torch and
+        ONNX apply the same calibration; the top label is the logits' argmax whatever the temperature.
+        """
+        return softmax(self.predict_logits(texts), self.temperature)
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Logits of shape ``(len(texts), 6)``, in the order of ``texts`` (scored in length-sorted chunks)."""
+        """Raw, uncalibrated logits of shape ``(len(texts), 6)``, in the order of ``texts`` (scored in
+        length-sorted chunks): what a temperature is fitted on and a training loss is computed from."""
         out = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
         for index, encoded in self.encode(texts):
             out[index] = self._logits(encoded)
@@ -238,6 +252,7 @@ class FixedProbabilities(ScoringRuntime):
     """
 
     needs_tokenizer = False
+    uses_calibration = False
 
     @property
     def runtime_name(self) -> str:
