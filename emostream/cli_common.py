@@ -30,10 +30,14 @@ def setting(name: str, *flags: str) -> Any:
     """A CLI option for a :class:`Settings` field: same help, env variable and default everywhere."""
     field = Settings.model_fields[name]
     default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]  # pydantic types default_factory as maybe taking the data
+    several = isinstance(default, list)  # ``data``: its sources, not a Python list's repr
+    if several:
+        default = ", ".join(map(str, default))
     return typer.Option(
         *(flags or (f"--{name.replace('_', '-')}",)),
         help=f"{field.description} (env EMOSTREAM_{name.upper()}; default {default})",
         show_default=False,
+        metavar="<str>" if several else None,  # repeatable; typer would print <list[str]>
     )
 
 
@@ -81,7 +85,7 @@ def settings_command(
     return wrap
 
 
-Data = Annotated[str | None, setting("data")]
+Data = Annotated[list[str] | None, setting("data")]  # repeatable: --data A --data B
 TextColumn = Annotated[str | None, setting("text_column")]
 LabelColumn = Annotated[str | None, setting("label_column")]
 Registry = Annotated[Path | None, setting("registry")]

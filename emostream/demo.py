@@ -60,7 +60,7 @@ def run_demo(settings: Settings, train: Callable[[], None], keep_open: bool = Fa
             )
         )
         train()
-    test_split = load_emotion(settings.data)["test"]
+    test_split = load_emotion(settings.data[0])["test"]  # the primary source's test, as the model's `test`
     texts, gold = test_split["text"][:DEMO_TWEETS], test_split["label"][:DEMO_TWEETS]
 
     env = {**os.environ, "EMOSTREAM_REGISTRY": str(settings.registry), "EMOSTREAM_HOME": str(settings.home)}

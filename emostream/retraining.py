@@ -19,9 +19,10 @@ result. Torch, datasets and clickhouse-connect load inside the functions, not wi
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,13 +43,21 @@ class LabelsUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class RetrainJob:
     """What a round works with: the registry it trains for, the writer's ClickHouse DSN (where the labels
-    are), the base training data with its columns (the replay and the base test split), and the policy."""
+    are), the base training data with its columns (the replay and the base test split), and the policy.
+
+    ``data`` is one source or several (``Settings.data``): the replay draws from every source's train
+    split, validation is all of theirs, and the base test split (the tolerance) is the first source's."""
 
     registry: Path
     dsn: ClickHouseDsn | str
-    data: str
+    data: str | Sequence[str]
     columns: ColumnMap
     policy: RetrainPolicy
+
+    @property
+    def sources(self) -> list[str]:
+        """``data`` as a list (one text is one source, never split into characters)."""
+        return [self.data] if isinstance(self.data, str) else list(self.data)
 
 
 def _labels_endpoint(dsn: ClickHouseDsn) -> Endpoint | None:
@@ -100,7 +109,7 @@ def run_round(job: RetrainJob, labels_file: Path | None = None, wait: bool = Fal
     round (``trainer.retrain`` keeps a copy beside the new version). Notes on stderr what it trains on.
     """
     from emostream.model.registry import ModelRegistry
-    from emostream.trainer.data import load_emotion
+    from emostream.trainer.data import load_sources
     from emostream.trainer.retrain import retrain
 
     registry = ModelRegistry(job.registry)
@@ -111,12 +120,12 @@ def run_round(job: RetrainJob, labels_file: Path | None = None, wait: bool = Fal
             if labels_file is None:
                 labels_file, n = export_snapshot(job.dsn, Path(scratch))
                 err.print(f"snapshot of {n:,} labels from ClickHouse")
-            base = load_emotion(job.data, job.columns, policy.seed)
+            base = load_sources(job.sources, job.columns, policy.seed).dataset
             err.print(
                 f"retraining {champion.name} for {policy.retrain_epochs:g} epochs on reviewed tweets and "
                 f"{min(policy.retrain_replay, len(base['train'])):,} replayed base examples"
             )
-            return retrain(base, labels_file, registry, policy, data_source=job.data)
+            return retrain(base, labels_file, registry, policy, data_source=os.pathsep.join(job.sources))
 
 
 def watch_labels(

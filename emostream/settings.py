@@ -12,11 +12,13 @@ environment, so the precedence is: flag > environment variable > ``.env`` file >
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from emostream.model.config import RuntimeConfig
 from emostream.stream.clickhouse.config import SqlLimits
@@ -41,6 +43,25 @@ def default_data_source() -> str:
         if candidate.is_dir():
             return str(candidate.resolve())
     return HUB_DATASET
+
+
+def data_sources(value: object) -> object:
+    """The ``data`` setting as a list of sources, from any of the forms it is given in.
+
+    Text (``EMOSTREAM_DATA``, ``.env``, a keyword) is either a JSON list (``["a", "b"]``) or sources
+    separated by ``os.pathsep`` (``:``, ``;`` on Windows), as ``PATH`` is: one path needs no quoting and
+    Hub ids (``dair-ai/emotion``) hold no ``:``. Empty parts are dropped. A ``Path`` is one source, never
+    split. A list from the command line (``--data A --data B``) is taken as it is."""
+    if isinstance(value, os.PathLike):
+        return [os.fspath(value)]
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)  # a bad one is a ValueError: pydantic names the setting
+        return [part for part in value.split(os.pathsep) if part.strip()]
+    if isinstance(value, list | tuple):
+        return [os.fspath(item) if isinstance(item, os.PathLike) else item for item in value]
+    return value
 
 
 class Settings(
@@ -69,7 +90,12 @@ class Settings(
     )
 
     # data
-    data: str = Field(default_factory=default_data_source, description="data directory, file or Hub data set id")
+    data: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [default_data_source()],
+        min_length=1,
+        description="data directory, file or Hub data set id; repeat to train on several, the first one's test "
+        f"split primary (in the environment: {os.pathsep!r}-separated or a JSON list)",
+    )
     text_column: str = Field("text", description="column (CSV) or key (JSON) holding the text")
     label_column: str = Field("label", description="column (CSV) or key (JSON) holding the label")
     # model registry and outputs
@@ -82,6 +108,8 @@ class Settings(
     clickhouse_query_dsn: str | None = Field(
         None, description="ClickHouse DSN for user SQL, a read-only user in production; unset: the worker's DSN"
     )
+
+    _data_sources = field_validator("data", mode="before")(data_sources)
 
     def piece(self, kind: type[Piece]) -> Piece:
         """One of the small configs this class inherits, with the values set here."""

@@ -232,11 +232,11 @@ def ingest(
     settings = load_settings(data=data, kafka_bootstrap=kafka_bootstrap, home=home, topic_tweets=topic)
     bootstrap = resolve_bootstrap(settings.kafka_bootstrap, settings.home)
     if replay is not None:
-        from emostream.trainer.data import load_emotion
+        from emostream.trainer.data import load_sources
 
         if replay not in ("train", "validation", "test"):
             raise UsageError(f"--replay must be train, validation or test, not {replay!r}")
-        texts = load_emotion(settings.data)[replay]["text"][:limit]
+        texts = load_sources(settings.data).dataset[replay]["text"][:limit]  # several: all of them, test the first's
         brand_list = [b.strip() for b in brands.split(",") if b.strip()]
         if not brand_list:
             raise UsageError("--brands needs at least one brand")

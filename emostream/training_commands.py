@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -33,13 +34,25 @@ if TYPE_CHECKING:
     from datasets import DatasetDict
 
     from emostream.model.runtime import ScoringRuntime
+    from emostream.trainer.data import TrainingData
+
+
+def _load_sources(settings: Settings) -> TrainingData:
+    """Every ``--data`` source, loaded as a training run reads them (train and validation of all, each test)."""
+    from emostream.trainer.data import ColumnMap, load_sources
+
+    parts: list[str | Text] = ["loading data from "]
+    for i, source in enumerate(settings.data):
+        parts += [", "] if i else []
+        parts.append(literal(source, style="bold"))
+    err.print(Text.assemble(*parts))
+    return load_sources(settings.data, ColumnMap(settings.text_column, settings.label_column), settings.seed)
 
 
 def _load_data(settings: Settings) -> DatasetDict:
-    from emostream.trainer.data import ColumnMap, load_emotion
-
-    err.print(Text.assemble("loading data from ", literal(settings.data, style="bold")))
-    return load_emotion(settings.data, ColumnMap(settings.text_column, settings.label_column), settings.seed)
+    """The data the non-training commands read: with several sources, train and validation are all of
+    them (as ``train`` sees them) and ``test`` is the first source's; one source loads as it always did."""
+    return _load_sources(settings).dataset
 
 
 def _model_dir(settings: Settings, model: str | None) -> Path:
@@ -134,22 +147,25 @@ def train(
     """Fine-tune end to end with the HF Trainer; write a new registry version. Prints its directory last."""
     settings = settings_from(locals())
     from emostream.model.registry import ModelRegistry
-    from emostream.trainer.data import source_files
-    from emostream.trainer.finetune import fine_tune
+    from emostream.trainer.finetune import fine_tune, named_results
 
-    dataset = _load_data(settings)
+    loaded = _load_sources(settings)
+    dataset = loaded.dataset
     config = settings.train_config()
     err.print(f"fine-tuning {settings.base_model} for {settings.epochs:g} epochs on {len(dataset['train']):,} tweets")
     result = fine_tune(
         dataset,
         config,
         ModelRegistry(settings.registry),
-        data_source=settings.data,
-        data_files=source_files(settings.data),
+        data_source=os.pathsep.join(loaded.locations),
+        data_files=loaded.files,
+        sources=loaded.sources,
         promote=promote,
     )
-    out.print(metrics_table(f"{result.version.name} ({result.seconds / 60:.1f} min)", result.metrics))
-    out.print(per_class_table("Test split per class", result.metrics["test"]))
+    title = f"{result.version.name} ({result.seconds / 60:.1f} min)"
+    out.print(metrics_table(title, dict(named_results(result.metrics))))
+    primary = f" ({loaded.primary.name})" if len(loaded.sources) > 1 else ""
+    out.print(per_class_table(f"Test split{primary} per class", result.metrics["test"]))
     out.print(serving_table(result.serving))
     state = "promoted to current" if result.promoted else "not promoted (the current version is as good or better)"
     err.print(f"{result.version.name}: {state}")

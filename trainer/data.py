@@ -4,6 +4,10 @@ Every source ends up with the same shape: ``text`` (string) and ``label`` (``Cla
 order, see :mod:`emostream.schemas.labels`), in the splits ``train``, ``validation`` and ``test``. Local files are
 read with the standard library rather than ``datasets.load_dataset`` so that every bad row can be
 reported with its file and line number: a user with 16,000 rows needs to know *which* row is wrong.
+
+A training run may read several sources (:func:`load_sources`, a :class:`TrainingData`): their train and
+validation splits are concatenated, so the model learns from all of them and its best epoch is chosen on
+all of them, while each source's test split stays apart, so a run reports how well it does on each domain.
 """
 
 from __future__ import annotations
@@ -11,11 +15,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
 
 from emostream.schemas import LABELS, label_id
 
@@ -94,6 +98,105 @@ def source_files(source: str | Path) -> list[Path]:
     if path.is_dir():
         return list(split_files(path).values())
     return [path] if path.is_file() else []
+
+
+def source_name(source: str | Path) -> str:
+    """A short name for a source, for its test split's key in reports: a directory's name (``emotion``,
+    ``goemotions``), a file's stem (``labels`` for ``labels.csv``), or a Hub id as it is given."""
+    path = Path(source)
+    if path.is_dir():
+        return path.resolve().name
+    if path.is_file():
+        return path.stem
+    return str(source)
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """One source of a training run as loaded: its name (unique within the run), where it is (as given),
+    the local files it was read from (none for a Hub id) and its own ``train``/``validation``/``test``."""
+
+    name: str
+    location: str
+    files: tuple[Path, ...]
+    splits: DatasetDict
+
+    @property
+    def rows(self) -> dict[str, int]:
+        """Rows per split of this source alone."""
+        return {split: len(dataset) for split, dataset in self.splits.items()}
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a training run reads from one or more sources.
+
+    ``dataset`` has the usual three splits, so everything that takes a ``DatasetDict`` works unchanged:
+    ``train`` and ``validation`` are every source's, concatenated in the order given (best-epoch selection
+    sees all of them); ``test`` is the primary (first) source's, the split that promotion, retraining's
+    base-test tolerance and ``emostream evaluate --split test`` read. ``sources`` keeps each source's own
+    splits, so each test split can be reported by the source's name (:attr:`tests`). With one source,
+    ``dataset`` is exactly :func:`load_emotion`'s result."""
+
+    dataset: DatasetDict
+    sources: tuple[SourceData, ...]
+
+    @property
+    def primary(self) -> SourceData:
+        """The first source: its test split is ``dataset["test"]``."""
+        return self.sources[0]
+
+    @property
+    def tests(self) -> dict[str, Dataset]:
+        """Every source's test split by its name, the primary first."""
+        return {source.name: source.splits["test"] for source in self.sources}
+
+    @property
+    def files(self) -> list[Path]:
+        """Every local file the run reads, for fingerprinting it."""
+        return [file for source in self.sources for file in source.files]
+
+    @property
+    def locations(self) -> list[str]:
+        """The sources as given, in order."""
+        return [source.location for source in self.sources]
+
+
+def load_sources(
+    sources: str | Path | Sequence[str | Path], columns: ColumnMap = ColumnMap(), seed: int = 42
+) -> TrainingData:
+    """Load one or more sources with :func:`load_emotion` (same ``columns`` and ``seed`` for each) into a
+    :class:`TrainingData`: train and validation concatenated, each test split kept apart.
+
+    A bad file raises :class:`DataError` naming that file and line, whichever source it is in; a source
+    given twice is refused rather than silently weighing it double. Names that two sources share (two
+    directories both called ``emotion``) get ``-2``, ``-3``, ... in the order given."""
+    given = [sources] if isinstance(sources, str | Path) else list(sources)
+    if not given:
+        raise DataError("(no data source)", "give at least one data source")
+    loaded: list[SourceData] = []
+    seen: dict[str, str] = {}
+    for source in given:
+        key = str(Path(source).resolve()) if Path(source).exists() else str(source)
+        if key in seen:
+            raise DataError(source, f"given twice as a data source (also as {seen[key]!r})")
+        seen[key] = str(source)
+        name = base = source_name(source)
+        suffix = 2
+        while name in {s.name for s in loaded}:
+            name, suffix = f"{base}-{suffix}", suffix + 1
+        splits = load_emotion(source, columns, seed)
+        loaded.append(SourceData(name, str(source), tuple(source_files(source)), splits))
+    if len(loaded) == 1:
+        return TrainingData(loaded[0].splits, tuple(loaded))
+    dataset = DatasetDict(
+        {
+            "train": concatenate_datasets([s.splits["train"] for s in loaded]),
+            "validation": concatenate_datasets([s.splits["validation"] for s in loaded]),
+            "test": loaded[0].splits["test"],
+        }
+    )
+    return TrainingData(dataset, tuple(loaded))
 
 
 def read_rows(path: Path, columns: ColumnMap = ColumnMap()) -> list[Row]:
