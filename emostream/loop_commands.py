@@ -63,7 +63,7 @@ def _retrain_job(settings: Settings) -> retraining.RetrainJob:
     return retraining.RetrainJob(
         registry=settings.registry,
         dsn=settings.clickhouse(),
-        data=settings.data,
+        data=tuple(settings.data),
         columns=ColumnMap(settings.text_column, settings.label_column),
         policy=settings.retrain_policy(),
     )
@@ -118,6 +118,9 @@ def retrain(
     retrain_learning_rate: Annotated[float | None, setting("retrain_learning_rate")] = None,
     retrain_replay: Annotated[int | None, setting("retrain_replay")] = None,
     retrain_review_weight: Annotated[int | None, setting("retrain_review_weight")] = None,
+    retrain_interpolate: Annotated[
+        bool | None, setting("retrain_interpolate", "--retrain-interpolate/--no-retrain-interpolate")
+    ] = None,
     seed: Annotated[int | None, setting("seed")] = None,
 ) -> None:
     """Train a challenger on the reviewers' labels; promote it only if it beats the current model.

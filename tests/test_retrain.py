@@ -14,9 +14,18 @@ from pathlib import Path
 import pytest
 
 from emostream.model.registry import ModelRegistry
+from emostream.model.runtime import EmotionModel
 from emostream.schemas import LABELS
-from emostream.trainer.data import DataError
-from emostream.trainer.retrain import ReviewedTweet, decide, in_holdout, read_snapshot, split_reviewed
+from emostream.trainer.data import DataError, load_emotion
+from emostream.trainer.retrain import (
+    ReviewedTweet,
+    accuracy,
+    decide,
+    in_holdout,
+    interpolate_toward_champion,
+    read_snapshot,
+    split_reviewed,
+)
 from tests.conftest import EMOSTREAM, run_cli
 
 
@@ -42,6 +51,10 @@ def test_the_decision_needs_a_gain_on_the_hold_out_and_no_loss_beyond_the_tolera
     assert not lost.promote and "base test accuracy -1.00 pt" in lost.reason
     small = decide(champion, {"holdout": 0.51, "base_test": 0.95}, 0.02, 0.005)
     assert not small.promote and "less than the 2.0 pt margin" in small.reason
+    # a drop of exactly the tolerance passes, though 0.9325 - 0.9275 is 0.00500000000000004 in floats
+    assert 0.9325 - 0.9275 > 0.005
+    assert decide({"holdout": 0.5, "base_test": 0.9325}, {"holdout": 0.8, "base_test": 0.9275}, 0.02, 0.005).promote
+    assert not decide({"holdout": 0.5, "base_test": 0.9325}, {"holdout": 0.8, "base_test": 0.927}, 0.02, 0.005).promote
 
 
 def test_a_bad_snapshot_names_the_line_and_the_problem(tmp_path: Path) -> None:
@@ -100,6 +113,29 @@ def test_a_round_that_earns_it_is_promoted_with_its_lineage(registry: Path, smal
     assert lineage["labels"]["snapshot_format"] == "csv"
     assert lineage["labels"]["snapshot_sha256"] == hashlib.sha256(snapshot.read_bytes()).hexdigest()
     assert (current.path / "serving.json").is_file() and (current.path / "onnx").is_dir()  # served like `train`'s
+    # calibrated on tweets it did not train on (the hold-out) mixed with base validation, not on base data alone
+    from emostream.model.calibration import load_calibration
+
+    calibration = load_calibration(current.path)
+    assert calibration is not None and "held-out reviewed tweets" in calibration.fitted_on
+    assert calibration.examples == 2 * lineage["labels"]["held_out"]
+    assert lineage["calibration"]["temperature"] == pytest.approx(calibration.temperature)
+    for who in ("champion", "challenger"):
+        assert 0 <= lineage["calibration"][who]["holdout_ece"] <= 1
+    card = (current.path / "README.md").read_text()
+    assert "## Retraining round" in card and "hold-out ECE" in card and "## Calibration" in card
+    assert (current.path / "reliability.png").is_file()
+    assert lineage["interpolation"]["alpha"] == 1.0  # --retrain-tolerance 1: the trained weights as they are
+    # with no tolerance, the all-"surprise" challenger is blended back toward the champion, and what is saved
+    # is the blend that was measured
+    blended = tmp_path / "blended"
+    shutil.copytree(current.path, blended)
+    validation = load_emotion(small_data)["validation"]
+    tried = interpolate_toward_champion(blended, champion, validation, 0.0, 128)
+    assert tried["alpha"] < 1.0 and next(iter(tried["validation_accuracy"])) == "1"
+    saved = accuracy(EmotionModel(blended), list(validation["text"]), list(validation["label"]))
+    assert saved == pytest.approx(tried["validation_accuracy"][f"{tried['alpha']:g}"])
+    assert saved > tried["validation_accuracy"]["1"]
     listing = run_cli("models", "--registry", registry)
     assert champion.name in listing.stdout and "promoted" in listing.stdout
 

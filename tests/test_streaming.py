@@ -180,10 +180,21 @@ def test_every_tweet_lands_once_with_the_scores_predict_gives(stack: Stack, smal
         assert row[2] == expected["model_version"] and row[3] == expected["label"]
         assert row[5:] == pytest.approx([expected[name] for name in LABELS], abs=1e-5)
     assert {r[1] for r in rows} == {"acme", "globex"}
-    unsure = sum(1 for r in rows if r[4] < 0.3)
-    reviews = [ReviewItem.model_validate_json(v) for v in read_topic(stack.bootstrap, f"{stack.topic}.review", unsure)]
-    assert len(reviews) == unsure
-    assert all(item.score.confidence < 0.3 and item.reason.startswith("confidence") for item in reviews)
+    # review routing reads the rows' (calibrated) confidence: under the threshold, or the salted-hash sample of
+    # the confident ones, and nothing else
+    from emostream.stream.worker.review_policy import ReviewRouting, in_sample
+
+    share = ReviewRouting().review_sample
+    unsure = {r[0] for r in rows if r[4] < 0.3}
+    sampled = {r[0] for r in rows if r[4] >= 0.3 and in_sample(r[0], share)}
+    assert unsure | sampled
+    expected = len(unsure) + len(sampled)
+    topic = f"{stack.topic}.review"
+    reviews = [ReviewItem.model_validate_json(v) for v in read_topic(stack.bootstrap, topic, expected)]
+    assert sorted(item.tweet.id for item in reviews) == sorted(unsure | sampled)
+    for item in reviews:
+        assert item.reason.startswith("confidence") == (item.tweet.id in unsure)
+        assert (item.score.confidence < 0.3) == (item.tweet.id in unsure)
 
 
 def test_malformed_records_go_to_the_dead_letter_topic_and_scoring_goes_on(stack: Stack, small_data: Path) -> None:

@@ -76,6 +76,11 @@ class RetrainSettings(BaseModel):
     retrain_replay: int = Field(
         4000, ge=0, description="base training examples mixed into a round, so the model keeps what it knew"
     )
+    retrain_interpolate: bool = Field(
+        True,
+        description="blend the challenger's weights back toward the champion's (80%, 60%, 40% of the way trained) "
+        "until the base validation split is within half the tolerance, so a round forgets less of the base data",
+    )
     retrain_review_weight: int = Field(
         2, gt=0, description="times each reviewed tweet is repeated in a round's training data"
     )

@@ -7,7 +7,7 @@ import json
 import platform
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +29,10 @@ from transformers import (
 from emostream.model.registry import ModelRegistry, ModelVersion
 from emostream.model.runtime import EmotionModel, cpu_has_native_bf16
 from emostream.schemas import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS
+from emostream.trainer.calibration_report import RELIABILITY_PLOT, CalibrationPlan, calibrate_splits
 from emostream.trainer.classification_metrics import classification_metrics, plot_confusion_matrix
 from emostream.trainer.config import TrainConfig
+from emostream.trainer.data import SourceData
 from emostream.trainer.export import export_onnx
 from emostream.trainer.serving_check import serving_check
 
@@ -58,43 +60,35 @@ def fine_tune(
     *,
     data_source: str = "",
     data_files: list[Path] | None = None,
+    sources: Sequence[SourceData] = (),
     promote: bool = False,
     judge: Judge | None = None,
+    calibration: CalibrationPlan | None = None,
+    after_training: Callable[[Path], object] | None = None,
 ) -> TrainResult:
     """Fine-tune ``config.base_model`` on the train split, pick the best epoch on validation only,
     evaluate the test split once at the end, and publish the result as a new registry version.
 
     ``judge``, if given, decides promotion instead of the validation-F1 rule (``retrain`` compares
     champion and challenger on reviewed tweets); it runs before the version is published, so the files
-    it writes are part of the version from its first moment."""
+    it writes are part of the version from its first moment.
+
+    ``after_training``, if given, may rewrite the saved weights before anything is measured or exported
+    (a retraining round's interpolation toward the champion).
+
+    ``calibration`` says what the temperature is fitted on and measured on; by default the validation
+    split (held out from training) and the test split. A retraining round fits it on reviewed tweets it
+    does not train on, mixed with base data, so the confidence means the same on both domains.
+
+    ``sources`` (a :class:`~emostream.trainer.data.TrainingData`'s, the primary first, whose test split is
+    ``data["test"]``): each source's test split is scored too, into ``metrics["tests"]`` by source name,
+    and each source is recorded in training.json, so a run on several domains says how it does on each."""
     started = time.monotonic()
-    set_seed(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        config.base_model, num_labels=NUM_LABELS, id2label=ID2LABEL, label2id=LABEL2ID
-    )
-    encoded = data.map(
-        lambda batch: tokenizer(batch["text"], truncation=True, max_length=config.max_length),
-        batched=True,
-        desc="tokenizing",
-    )
     staging = registry.staging_dir()
     try:
-        trainer = Trainer(
-            model=model,
-            args=_training_arguments(config, staging / "checkpoints"),
-            train_dataset=encoded["train"],
-            eval_dataset=encoded["validation"],
-            data_collator=DataCollatorWithPadding(tokenizer),
-            processing_class=tokenizer,
-            compute_metrics=_headline_metrics,
-        )
-        trainer.train()  # with select_best_epoch, the best epoch by validation weighted F1
-        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-
-        trainer.save_model(staging)
-        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; training.json holds the same as JSON
-        tokenizer.save_pretrained(staging)
+        trainer = train_weights(data, config, staging)
+        if after_training is not None:  # a round blends its weights back toward the champion's here
+            after_training(staging)
         # Final figures from the saved weights through the serving runtime in fp32 (not the Trainer's
         # autocast), so they are exactly what `emostream evaluate` reports for this version.
         runtime = EmotionModel(staging, max_length=config.max_length)
@@ -103,6 +97,16 @@ def fine_tune(
         for split in ("validation", "test"):
             predictions[split] = runtime.predict_proba(data[split]["text"]).argmax(axis=-1)
             metrics[split] = classification_metrics(data[split]["label"], predictions[split])
+        if sources:  # each source's own test split; the primary's is data["test"], scored just above
+            metrics["tests"] = {
+                source.name: metrics["test"]
+                if source.splits["test"] is data["test"]
+                else classification_metrics(
+                    source.splits["test"]["label"],
+                    runtime.predict_proba(source.splits["test"]["text"]).argmax(axis=-1),
+                )
+                for source in sources
+            }
         plot_confusion_matrix(
             data["test"]["label"],
             predictions["test"],
@@ -115,10 +119,31 @@ def fine_tune(
             predictions["validation"] = runtime.predict_proba(data["validation"]["text"]).argmax(axis=-1)
         serving = serving_check(staging, data["validation"], predictions["validation"])
         seconds = time.monotonic() - started
-        training = _training_record(config, trainer, data, data_source, data_files or [], seconds)
+        training = _training_record(config, trainer, data, data_source, data_files or [], seconds, sources)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (staging / "training.json").write_text(json.dumps(training, indent=2) + "\n")
-        (staging / "README.md").write_text(model_card(config, metrics, training))
+        # Calibration last, fitted on held-out data (the validation split unless the plan says otherwise;
+        # test only measures): the metrics above are argmax, which T > 0 leaves alone, and the serving
+        # check and ONNX export are done. metrics.json gains a "calibration" key; the returned metrics
+        # (one table row per split) do not.
+        plan = calibration or CalibrationPlan(
+            splits={split: (data[split]["text"], data[split]["label"]) for split in ("validation", "test")},
+            fit_on="validation",
+            fitted_on=f"the validation split of {data_source or 'the training data'}",
+        )
+        calibrated = calibrate_splits(
+            staging,
+            plan.splits,
+            fit_on=plan.fit_on,
+            fitted_on=plan.fitted_on,
+            max_length=config.max_length,
+            plot=staging / RELIABILITY_PLOT,
+            title=f"Reliability: fine-tuned from {display_name(config.base_model)}",
+            part_of_fit=plan.part_of_fit,
+        )
+        calibrated_metrics = {**metrics, "calibration": calibrated.metrics()}
+        (staging / "metrics.json").write_text(json.dumps(calibrated_metrics, indent=2) + "\n")
+        (staging / "README.md").write_text(model_card(config, metrics, training) + calibrated.section())
         judged = judge(staging, metrics) if judge is not None else None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -128,6 +153,42 @@ def fine_tune(
     if promoted:
         registry.promote(version)
     return TrainResult(version=version, promoted=promoted, metrics=metrics, seconds=seconds, serving=serving)
+
+
+def train_weights(data: DatasetDict, config: TrainConfig, output_dir: Path) -> Trainer:
+    """Fine-tune ``config.base_model`` on ``data["train"]`` and save the weights and tokenizer in ``output_dir``.
+
+    Only the training: no evaluation, export or registry. ``fine_tune`` builds a version around it, and
+    ``benchmarks/review_loop.py`` trains its learning curve's points with it, so a point of the curve is
+    trained exactly as a round would train it. With ``config.select_best_epoch`` the epoch with the best
+    validation weighted F1 is kept.
+    """
+    set_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        config.base_model, num_labels=NUM_LABELS, id2label=ID2LABEL, label2id=LABEL2ID
+    )
+    splits = ("train", "validation") if config.select_best_epoch else ("train",)
+    encoded = DatasetDict({split: data[split] for split in splits}).map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=config.max_length),
+        batched=True,
+        desc="tokenizing",
+    )
+    trainer: Trainer = Trainer(
+        model=model,
+        args=_training_arguments(config, output_dir / "checkpoints"),
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"] if config.select_best_epoch else None,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=_headline_metrics,
+    )
+    trainer.train()  # with select_best_epoch, the best epoch by validation weighted F1
+    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    trainer.save_model(str(output_dir))
+    (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; training.json holds the same as JSON
+    tokenizer.save_pretrained(output_dir)
+    return trainer
 
 
 def display_name(base_model: str) -> str:
@@ -190,9 +251,28 @@ def sha256_of(path: Path) -> str:
 
 
 def _training_record(
-    config: TrainConfig, trainer: Trainer, data: DatasetDict, source: str, files: list[Path], seconds: float
+    config: TrainConfig,
+    trainer: Trainer,
+    data: DatasetDict,
+    source: str,
+    files: list[Path],
+    seconds: float,
+    sources: Sequence[SourceData] = (),
 ) -> dict[str, Any]:
-    """Everything needed to reproduce or audit the run."""
+    """Everything needed to reproduce or audit the run. ``data``: what was trained on (``source``, rows of
+    the splits as trained, every file's SHA-256) and, given ``sources``, each source's name, location,
+    files and rows per split, so a run on several sources can be told apart and repeated."""
+    digests = {str(f): sha256_of(f) for f in [*files, *(f for s in sources for f in s.files)]}
+    data_record: dict[str, Any] = {
+        "source": source,
+        "rows": {split: len(ds) for split, ds in data.items()},
+        "files": {str(f): digests[str(f)] for f in files},
+    }
+    if sources:
+        data_record["sources"] = [
+            {"name": s.name, "path": s.location, "files": {str(f): digests[str(f)] for f in s.files}, "rows": s.rows}
+            for s in sources
+        ]
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "base_model": config.base_model,
@@ -200,11 +280,7 @@ def _training_record(
         "training_arguments": json.loads(trainer.args.to_json_string()),
         "best_checkpoint_metric": trainer.state.best_metric,
         "log_history": trainer.state.log_history,
-        "data": {
-            "source": source,
-            "rows": {split: len(ds) for split, ds in data.items()},
-            "files": {str(f): sha256_of(f) for f in files},
-        },
+        "data": data_record,
         "labels": list(LABELS),
         "train_seconds": round(seconds, 1),
         "environment": {
@@ -216,16 +292,34 @@ def _training_record(
     }
 
 
+def named_results(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A version's headline rows, one per split scored, so the CLI's table and the model card say the same.
+
+    ``validation`` and ``test`` as always; after a run on several sources, ``test`` becomes one
+    ``test: NAME`` row per source (the first marked primary: it is ``test``), so each domain is shown.
+    Entries that are not one split's figures (``tests`` itself, ``calibration``) are not rows."""
+    tests = list((metrics.get("tests") or {}).items())
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for split, m in metrics.items():
+        if split == "test" and len(tests) > 1:
+            rows += [(f"test: {name}" + (" (primary)" if i == 0 else ""), t) for i, (name, t) in enumerate(tests)]
+        elif split != "tests" and isinstance(m, dict) and "accuracy" in m:
+            rows.append((split, m))
+    return rows
+
+
 def model_card(config: TrainConfig, metrics: dict[str, Any], training: dict[str, Any]) -> str:
     """A short model card: what it is, how it was trained, how well it does, and where it falls short."""
     rows = "\n".join(
         f"| {split} | {m['accuracy']:.4f} | {m['f1_weighted']:.4f} | {m['f1_macro']:.4f} |"
-        for split, m in metrics.items()
+        for split, m in named_results(metrics)
     )
     per_class = "\n".join(
         f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
         for name, c in metrics["test"]["per_class"].items()
     )
+    tests = list(metrics.get("tests") or {})
+    primary = f" ({tests[0]})" if len(tests) > 1 else ""
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -247,7 +341,7 @@ Fine-tuned from `{config.base_model}` to classify English tweets into {", ".join
 |---|---|---|---|
 {rows}
 
-Test split, per class:
+Test split{primary}, per class:
 
 | label | precision | recall | F1 | support |
 |---|---|---|---|---|
