@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +57,7 @@ class SetCalibration:
 
     def as_dict(self) -> dict[str, float | int]:
         """The figures as plain JSON values (``metrics.json``)."""
-        return {
-            "examples": self.examples,
-            "ece_before": self.ece_before,
-            "ece_after": self.ece_after,
-            "nll_before": self.nll_before,
-            "nll_after": self.nll_after,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)

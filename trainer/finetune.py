@@ -120,12 +120,11 @@ def fine_tune(
         serving = serving_check(staging, data["validation"], predictions["validation"])
         seconds = time.monotonic() - started
         training = _training_record(config, trainer, data, data_source, data_files or [], seconds, sources)
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (staging / "training.json").write_text(json.dumps(training, indent=2) + "\n")
         # Calibration last, fitted on held-out data (the validation split unless the plan says otherwise;
         # test only measures): the metrics above are argmax, which T > 0 leaves alone, and the serving
-        # check and ONNX export are done. metrics.json gains a "calibration" key; the returned metrics
-        # (one table row per split) do not.
+        # check and ONNX export are done. metrics.json (written once, here) has a "calibration" key; the
+        # returned metrics (one table row per split) do not.
         plan = calibration or CalibrationPlan(
             splits={split: (data[split]["text"], data[split]["label"]) for split in ("validation", "test")},
             fit_on="validation",
