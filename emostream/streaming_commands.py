@@ -92,6 +92,8 @@ SERVING_FIELDS = (
     "topic_review",
     "topic_dlq",
     "partitions",
+    "replication_factor",
+    "min_insync_replicas",
     "group_id",
     "session_timeout",
     "heartbeat_interval",
@@ -118,7 +120,10 @@ def worker(settings: Settings) -> None:
     from emostream.stream.worker.process import run_worker
 
     configure_logging()
-    raise typer.Exit(run_worker(settings.worker_setup(), resolve_bootstrap(settings.kafka_bootstrap, settings.home)))
+    bootstrap = resolve_bootstrap(settings.kafka_bootstrap, settings.home)
+    if not settings.kafka_bootstrap:  # joining the embedded broker `up` started
+        settings = settings.on_embedded_broker()
+    raise typer.Exit(run_worker(settings.worker_setup(), bootstrap))
 
 
 PAGE_FIELDS = ("review_token", "reviewer", "review_lease", "session_hours", "topic_labels")
@@ -137,6 +142,7 @@ def up(settings: Settings) -> None:
     shutdown = Shutdown(settings.shutdown_timeout)
     if settings.kafka_bootstrap:
         raise typer.Exit(run_worker(settings.worker_setup(), settings.kafka_bootstrap, shutdown, review=True))
+    settings = settings.on_embedded_broker()
     settings.home.mkdir(parents=True, exist_ok=True)
     state = broker_file(settings.home)
     with EmbeddedBroker(log_file=settings.home / "broker.log") as embedded:
@@ -157,6 +163,8 @@ REVIEW_FIELDS = (
     "clickhouse_query_dsn",
     "home",
     "partitions",
+    "replication_factor",
+    "min_insync_replicas",
     "web_host",
     "web_port",
     "web_token",
@@ -182,6 +190,7 @@ def review(settings: Settings) -> None:
     `emostream review simulate` answers the queue from a file of gold labels instead of people.
     """
     from emostream.stream.discovery import resolve_bootstrap
+    from emostream.stream.kafka.config import KafkaConfig
     from emostream.stream.review.server import serve_review
     from emostream.stream.web.auth import WebConfig
     from emostream.stream.web.endpoint import Endpoint
@@ -191,7 +200,8 @@ def review(settings: Settings) -> None:
         raise UsageError(f"`emostream up` owns {directory} and serves its review page already: open the URL it printed")
     configure_logging()
     bootstrap = resolve_bootstrap(settings.kafka_bootstrap, settings.home)
-    raise typer.Exit(serve_review(settings.review_setup(), settings.piece(WebConfig), settings.partitions, bootstrap))
+    setup, web = settings.review_setup(), settings.piece(WebConfig)
+    raise typer.Exit(serve_review(setup, web, settings.piece(KafkaConfig), bootstrap))
 
 
 @app.command()

@@ -71,6 +71,36 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield running.bootstrap
 
 
+def _apache_kafka(version: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from emostream.stream.kafka.apache_kafka import KafkaCluster
+
+    with KafkaCluster(version, directory=tmp_path_factory.mktemp(f"kafka-{version}")) as cluster:
+        yield cluster.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Apache Kafka 4 node (KRaft, broker and controller) from the Maven Central jars, for the session."""
+    yield from _apache_kafka("4", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def kafka_3_9(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Apache Kafka 3.9 node (KRaft), as many clusters still run."""
+    yield from _apache_kafka("3.9", tmp_path_factory)
+
+
+#: The brokers the streaming core runs on: the embedded default and the two Apache Kafka lines users run.
+BROKERS = {"tansu": "broker", "kafka-4": "kafka_4", "kafka-3.9": "kafka_3_9"}
+
+
+@pytest.fixture(scope="session", params=list(BROKERS))
+def any_broker(request: pytest.FixtureRequest) -> str:
+    """Each broker of :data:`BROKERS` in turn (the test runs once per broker, its id says which)."""
+    bootstrap: str = request.getfixturevalue(BROKERS[request.param])
+    return bootstrap
+
+
 def run_cli(
     *args: str | Path, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:

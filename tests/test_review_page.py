@@ -173,7 +173,9 @@ def _ref(item: dict[str, Any] | str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(any_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One review server per broker (tansu, Kafka 4, Kafka 3.9): the module's tests run on each in turn."""
+    broker = any_broker
     tmp = tmp_path_factory.mktemp("review")
     directory = tmp / "ch"
     sink = ClickHouseSink(f"chdb://{directory}")

@@ -21,6 +21,25 @@ def test_bad_environment_value_names_the_setting(monkeypatch: pytest.MonkeyPatch
         load_settings()
 
 
+def test_the_embedded_broker_gets_its_group_timing_unless_one_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings()
+    assert (defaults.session_timeout, defaults.heartbeat_interval) == (6.0, 1.5)  # what Apache Kafka accepts
+    embedded = defaults.on_embedded_broker()
+    assert (embedded.session_timeout, embedded.heartbeat_interval) == (2.0, 0.5)
+    assert embedded.worker_setup().kafka.session_timeout == 2.0
+    monkeypatch.setenv("EMOSTREAM_SESSION_TIMEOUT", "10")
+    configured = load_settings().on_embedded_broker()
+    assert (configured.session_timeout, configured.heartbeat_interval) == (10.0, 0.5)  # the user's session stays
+    assert load_settings(heartbeat_interval=1.0).on_embedded_broker().heartbeat_interval == 1.0
+
+
+def test_more_in_sync_replicas_than_replicas_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(replication_factor=3, min_insync_replicas=2).worker_setup().kafka.min_insync_replicas == 2
+    monkeypatch.setenv("EMOSTREAM_MIN_INSYNC_REPLICAS", "2")
+    with pytest.raises(ValidationError, match=r"min_insync_replicas .2. is more than replication_factor .1."):
+        load_settings()
+
+
 def test_every_setting_is_a_flag_of_some_command() -> None:
     import typer.main
 

@@ -112,7 +112,16 @@ class Stack:
 
 @pytest.fixture
 def stack(broker: str, trained_registry: Path, tmp_path: Path) -> Iterator[Stack]:
+    """A stack on the embedded broker, for what does not depend on the broker (the web side, writes failing)."""
     running = Stack(broker, trained_registry, tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def any_stack(any_broker: str, trained_registry: Path, tmp_path: Path) -> Iterator[Stack]:
+    """A stack on each broker in turn: tansu, Apache Kafka 4 and 3.9 (the streaming core runs on all three)."""
+    running = Stack(any_broker, trained_registry, tmp_path)
     yield running
     running.stop()
 
@@ -159,21 +168,21 @@ def send_raw(bootstrap: str, topic: str, values: list[bytes | None]) -> None:
     asyncio.run(send())
 
 
-def test_every_tweet_lands_once_with_the_scores_predict_gives(stack: Stack, small_data: Path) -> None:
+def test_every_tweet_lands_once_with_the_scores_predict_gives(any_stack: Stack, small_data: Path) -> None:
     # fp32: a row's scores do not depend on its batch neighbours (dynamic int8 moves them by ~1e-4)
-    stack.env["EMOSTREAM_RUNTIME"] = "torch-fp32"
-    path, texts = tweets_file(small_data, stack.tmp / "tweets.jsonl", 300)
-    stack.start_worker()
-    result = stack.ingest(path)
+    any_stack.env["EMOSTREAM_RUNTIME"] = "torch-fp32"
+    path, texts = tweets_file(small_data, any_stack.tmp / "tweets.jsonl", 300)
+    any_stack.start_worker()
+    result = any_stack.ingest(path)
     assert result.returncode == 0, result.stderr
     assert "sent 300 tweets" in result.stdout
-    stack.wait_for_rows(300)
-    rows = stack.sql(
+    any_stack.wait_for_rows(300)
+    rows = any_stack.sql(
         f"SELECT tweet_id, brand, model_version, label, confidence, {', '.join(LABELS)} "
         "FROM emotion_scores FINAL ORDER BY tweet_id"
     )
     assert [r[0] for r in rows] == [f"t{i:04d}" for i in range(300)]
-    predicted = run_cli("predict", stdin="\n".join(texts) + "\n", env=stack.env)
+    predicted = run_cli("predict", stdin="\n".join(texts) + "\n", env=any_stack.env)
     assert predicted.returncode == 0, predicted.stderr
     for row, line in zip(rows, predicted.stdout.splitlines(), strict=True):
         expected = json.loads(line)
@@ -189,72 +198,76 @@ def test_every_tweet_lands_once_with_the_scores_predict_gives(stack: Stack, smal
     sampled = {r[0] for r in rows if r[4] >= 0.3 and in_sample(r[0], share)}
     assert unsure | sampled
     expected = len(unsure) + len(sampled)
-    topic = f"{stack.topic}.review"
-    reviews = [ReviewItem.model_validate_json(v) for v in read_topic(stack.bootstrap, topic, expected)]
+    topic = f"{any_stack.topic}.review"
+    reviews = [ReviewItem.model_validate_json(v) for v in read_topic(any_stack.bootstrap, topic, expected)]
     assert sorted(item.tweet.id for item in reviews) == sorted(unsure | sampled)
     for item in reviews:
         assert item.reason.startswith("confidence") == (item.tweet.id in unsure)
         assert (item.score.confidence < 0.3) == (item.tweet.id in unsure)
 
 
-def test_malformed_records_go_to_the_dead_letter_topic_and_scoring_goes_on(stack: Stack, small_data: Path) -> None:
-    path, _ = tweets_file(small_data, stack.tmp / "tweets.jsonl", 50)
-    stack.start_worker()
+def test_malformed_records_go_to_the_dead_letter_topic_and_scoring_goes_on(any_stack: Stack, small_data: Path) -> None:
+    path, _ = tweets_file(small_data, any_stack.tmp / "tweets.jsonl", 50)
+    any_stack.start_worker()
     bad = [value for value, _ in MALFORMED]
-    send_raw(stack.bootstrap, stack.topic, bad[:5])
-    assert stack.ingest(path).returncode == 0
-    send_raw(stack.bootstrap, stack.topic, bad[5:])
-    stack.wait_for_rows(50)
-    letters = [DeadLetter.model_validate_json(v) for v in read_topic(stack.bootstrap, f"{stack.topic}.dlq", len(bad))]
+    send_raw(any_stack.bootstrap, any_stack.topic, bad[:5])
+    assert any_stack.ingest(path).returncode == 0
+    send_raw(any_stack.bootstrap, any_stack.topic, bad[5:])
+    any_stack.wait_for_rows(50)
+    letters = [
+        DeadLetter.model_validate_json(v) for v in read_topic(any_stack.bootstrap, f"{any_stack.topic}.dlq", len(bad))
+    ]
     assert sorted(letter.value or b"" for letter in letters) == sorted(value or b"" for value in bad)
-    assert all(letter.error and letter.topic == stack.topic for letter in letters)
-    keys = read_topic(stack.bootstrap, f"{stack.topic}.dlq", len(bad), part="key")
+    assert all(letter.error and letter.topic == any_stack.topic for letter in letters)
+    keys = read_topic(any_stack.bootstrap, f"{any_stack.topic}.dlq", len(bad), part="key")
     assert sorted(keys) == sorted(letter.source_key for letter in letters)  # keyed by source: repeats collapse
     # what failed and why, in SQL: one row per source record
-    rows = stack.sql(f"SELECT topic, partition, offset, error FROM dead_letters FINAL WHERE topic = '{stack.topic}'")
+    rows = any_stack.sql(
+        f"SELECT topic, partition, offset, error FROM dead_letters FINAL WHERE topic = '{any_stack.topic}'"
+    )
     assert sorted((r[1], r[2]) for r in rows) == sorted((letter.partition, letter.offset) for letter in letters)
     assert all(r[3] for r in rows)
-    assert stack.sql("SELECT count() FROM emotion_scores FINAL")[0][0] == 50
+    assert any_stack.sql("SELECT count() FROM emotion_scores FINAL")[0][0] == 50
 
 
-def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(stack: Stack, small_data: Path) -> None:
-    path, _ = tweets_file(small_data, stack.tmp / "tweets.jsonl", 400)
-    first = stack.start_worker()
+def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(any_stack: Stack, small_data: Path) -> None:
+    path, _ = tweets_file(small_data, any_stack.tmp / "tweets.jsonl", 400)
+    first = any_stack.start_worker()
     ingest = subprocess.Popen(
         [str(EMOSTREAM), "ingest", str(path), "--rate", "100"],
-        env={**os.environ, **stack.env},
+        env={**os.environ, **any_stack.env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
-    while stack.sql("SELECT count() FROM emotion_scores")[0][0] < 50:  # mid-stream: some scored, most not
-        assert time.monotonic() < deadline, stack.logs()
+    while any_stack.sql("SELECT count() FROM emotion_scores")[0][0] < 50:  # mid-stream: some scored, most not
+        assert time.monotonic() < deadline, any_stack.logs()
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    stack.start_worker()
+    any_stack.start_worker()
     assert ingest.wait(60) == 0
-    stack.wait_for_rows(400)
+    any_stack.wait_for_rows(400)
     time.sleep(3)  # anything re-delivered after the restart has had time to land
-    total, distinct = stack.sql("SELECT count(), uniqExact(tweet_id) FROM emotion_scores FINAL")[0]
+    total, distinct = any_stack.sql("SELECT count(), uniqExact(tweet_id) FROM emotion_scores FINAL")[0]
     assert (total, distinct) == (400, 400)
-    per_brand = stack.sql("SELECT brand, count() FROM emotion_scores FINAL GROUP BY brand ORDER BY brand")
+    per_brand = any_stack.sql("SELECT brand, count() FROM emotion_scores FINAL GROUP BY brand ORDER BY brand")
     assert per_brand == [["acme", 200], ["globex", 200]]
 
 
-def test_two_workers_share_the_partitions(stack: Stack, small_data: Path) -> None:
-    path, _ = tweets_file(small_data, stack.tmp / "tweets.jsonl", 400)
-    stack.start_worker("ch-a")
-    stack.start_worker("ch-b")  # a second process needs its own chDB directory; a server has no such limit
+def test_two_workers_share_the_partitions(any_stack: Stack, small_data: Path) -> None:
+    path, _ = tweets_file(small_data, any_stack.tmp / "tweets.jsonl", 400)
+    any_stack.start_worker("ch-a")
+    any_stack.start_worker("ch-b")  # a second process needs its own chDB directory; a server has no such limit
     time.sleep(3)  # both in the group before tweets arrive
-    assert stack.ingest(path).returncode == 0
+    assert any_stack.ingest(path).returncode == 0
     deadline = time.monotonic() + 120
     while True:
-        counts = [stack.sql("SELECT uniqExact(tweet_id) FROM emotion_scores", ch)[0][0] for ch in ("ch-a", "ch-b")]
+        counts = [any_stack.sql("SELECT uniqExact(tweet_id) FROM emotion_scores", ch)[0][0] for ch in ("ch-a", "ch-b")]
         if sum(counts) >= 400 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    stack.stop()
+    any_stack.stop()
     ids: dict[str, set[str]] = {}
     for ch in ("ch-a", "ch-b"):
         result = run_cli(
@@ -262,7 +275,7 @@ def test_two_workers_share_the_partitions(stack: Stack, small_data: Path) -> Non
             "SELECT DISTINCT tweet_id FROM emotion_scores",
             "--format",
             "csv",
-            env={**stack.env, "EMOSTREAM_CLICKHOUSE_DSN": stack.dsn(ch)},
+            env={**any_stack.env, "EMOSTREAM_CLICKHOUSE_DSN": any_stack.dsn(ch)},
         )
         assert result.returncode == 0, result.stderr
         ids[ch] = {row[0] for row in csv.reader(io.StringIO(result.stdout))} - {"tweet_id"}
@@ -340,21 +353,21 @@ def wait_for_log(path: Path, text: str, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def test_a_worker_whose_writes_fail_stops_in_time_and_commits_nothing(stack: Stack, small_data: Path) -> None:
-    path, _ = tweets_file(small_data, stack.tmp / "tweets.jsonl", 60)
-    failing_table(stack.tmp / "broken")
-    stack.env["EMOSTREAM_SHUTDOWN_TIMEOUT"] = "8"
-    worker = stack.start_worker("broken")
-    assert stack.ingest(path).returncode == 0
-    wait_for_log(stack.tmp / "worker-0.log", "ClickHouse write of")
+def test_a_worker_whose_writes_fail_stops_in_time_and_commits_nothing(any_stack: Stack, small_data: Path) -> None:
+    path, _ = tweets_file(small_data, any_stack.tmp / "tweets.jsonl", 60)
+    failing_table(any_stack.tmp / "broken")
+    any_stack.env["EMOSTREAM_SHUTDOWN_TIMEOUT"] = "8"
+    worker = any_stack.start_worker("broken")
+    assert any_stack.ingest(path).returncode == 0
+    wait_for_log(any_stack.tmp / "worker-0.log", "ClickHouse write of")
     worker.send_signal(signal.SIGTERM)
     started = time.monotonic()
     worker.wait(30)
-    assert time.monotonic() - started < 8 + 2, stack.logs()  # within the shutdown timeout (plus start-up of exit)
-    assert "uncommitted" in stack.logs()
-    stack.start_worker("ch")  # same group, a ClickHouse that works: every tweet is still there to score
-    stack.wait_for_rows(60)
-    assert stack.sql("SELECT count() FROM emotion_scores FINAL") == [[60]]
+    assert time.monotonic() - started < 8 + 2, any_stack.logs()  # within the shutdown timeout (plus start-up of exit)
+    assert "uncommitted" in any_stack.logs()
+    any_stack.start_worker("ch")  # same group, a ClickHouse that works: every tweet is still there to score
+    any_stack.wait_for_rows(60)
+    assert any_stack.sql("SELECT count() FROM emotion_scores FINAL") == [[60]]
 
 
 def start_up(home: Path, env: dict[str, str], log: Path) -> subprocess.Popen:

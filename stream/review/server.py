@@ -12,6 +12,7 @@ import logging
 from aiohttp import web
 
 from emostream.stream.kafka.broker import free_port
+from emostream.stream.kafka.config import KafkaConfig
 from emostream.stream.kafka.topics import ensure_topics
 from emostream.stream.review.config import ReviewSetup
 from emostream.stream.review.routes import mount_review, review_url
@@ -21,9 +22,9 @@ from emostream.stream.web.auth import ADMIN, REVIEW, WebConfig, guard_for
 log = logging.getLogger("emostream.review")
 
 
-def serve_review(setup: ReviewSetup, web_config: WebConfig, partitions: int, bootstrap: str) -> int:
-    """Serve until SIGINT/SIGTERM; returns the exit code."""
-    asyncio.run(ensure_topics(bootstrap, [setup.labels_topic], partitions))
+def serve_review(setup: ReviewSetup, web_config: WebConfig, topics: KafkaConfig, bootstrap: str) -> int:
+    """Serve until SIGINT/SIGTERM; returns the exit code. ``topics``: how to lay out the labels topic if it is new."""
+    asyncio.run(ensure_topics(bootstrap, [setup.labels_topic], topics))
     port = web_config.web_port or free_port(web_config.web_host)
     admin_token, review_token = web_config.tokens()
     guard = guard_for(web_config, port, {ADMIN: admin_token, REVIEW: review_token})

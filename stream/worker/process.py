@@ -142,11 +142,18 @@ def run_worker(setup: WorkerSetup, bootstrap: str, shutdown: Shutdown | None = N
         ensure_topics(
             bootstrap,
             [topics.topic_tweets, topics.topic_review, topics.topic_dlq] + ([topics.topic_labels] if review else []),
-            setup.kafka.partitions,
+            setup.kafka,
         )
     )
     if created:
-        log.info("created topics %s with %d partitions", ", ".join(created), setup.kafka.partitions)
+        kafka = setup.kafka
+        log.info(
+            "created topics %s with %d partitions, %d replicas (min.insync.replicas %d)",
+            ", ".join(created),
+            kafka.partitions,
+            kafka.replication_factor,
+            kafka.min_insync_replicas,
+        )
     port = web.web_port or free_port(web.web_host)
     token, review_token = web.tokens()
     guard = guard_for(web, port, {ADMIN: token, REVIEW: review_token})
