@@ -2,13 +2,17 @@
 
 The integration test starts three Kafka 4 nodes (every node broker and controller) and checks what the
 worker's topic creation promises on them: replication factor 3 and ``min.insync.replicas=2`` when told so,
-and acks=all writes that keep being acknowledged with one node SIGKILLed.
+and acks=all writes that keep being acknowledged with one node SIGKILLed; then a worker and ``ingest`` on
+them while the leader of a partition is SIGKILLed and restarted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from emostream.schemas import ReviewItem
 from emostream.stream.kafka.apache_kafka import (
     KAFKA_VERSIONS,
     KafkaCluster,
@@ -27,6 +32,7 @@ from emostream.stream.kafka.apache_kafka import (
 )
 from emostream.stream.kafka.config import KafkaConfig
 from emostream.stream.kafka.topics import ensure_topics
+from tests.conftest import EMOSTREAM
 
 
 def test_cluster_ids_are_sixteen_bytes_and_never_read_as_an_option() -> None:
@@ -71,10 +77,14 @@ async def topic_layout(bootstrap: str, topic: str) -> tuple[int, set[int], str]:
     try:
         (description,) = await admin.describe_topics([topic])
         replicas = {len(p["replicas"]) for p in description["partitions"]}
-        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-        entries = response.resources[0][4]
-        min_isr = next(entry[1] for entry in entries if entry[0] == "min.insync.replicas")
-        return len(description["partitions"]), replicas, min_isr
+        for _ in range(40):  # a topic just created may not have reached the broker that answers yet
+            (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            error_code, _, _, _, entries = response.resources[0][:5]
+            found = [entry[1] for entry in entries if entry[0] == "min.insync.replicas"]
+            if error_code == 0 and found:
+                return len(description["partitions"]), replicas, found[0]
+            await asyncio.sleep(0.25)
+        raise AssertionError(f"no min.insync.replicas for {topic}: error {error_code}")
     finally:
         await admin.close()
 
@@ -106,3 +116,61 @@ def test_topics_get_the_layout_they_are_told_and_survive_one_node_killed(three_n
         assert asyncio.run(acknowledged_writes(three_nodes.bootstrap, "laid-out", 30)) == 30
     finally:
         three_nodes.start_node(victim)
+
+
+async def leaders(bootstrap: str, topic: str) -> dict[int, tuple[int, bool]]:
+    """partition -> (leader's node id, whether every replica is in sync) of ``topic``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (description,) = await admin.describe_topics([topic])
+        return {p["partition"]: (p["leader"], set(p["isr"]) == set(p["replicas"])) for p in description["partitions"]}
+    finally:
+        await admin.close()
+
+
+@pytest.mark.integration
+def test_a_leader_sigkilled_mid_stream_loses_nothing_and_counts_nothing_twice(
+    three_nodes: KafkaCluster, trained_registry: Path, small_data: Path, tmp_path: Path
+) -> None:
+    """The worker and ``ingest`` ride out the leader of a partition dying under them (no controlled shutdown)
+    and coming back: every tweet scored once, every review item on its topic, the worker never restarted.
+    (``benchmarks/kafka_failover.py`` adds the rolling restart, hostile records and the stall times.)"""
+    from tests.test_streaming import Stack, read_topic, tweets_file
+
+    stack = Stack(three_nodes.bootstrap, trained_registry, tmp_path)
+    stack.env.update({"EMOSTREAM_REPLICATION_FACTOR": "3", "EMOSTREAM_MIN_INSYNC_REPLICAS": "2"})
+    path, _ = tweets_file(small_data, tmp_path / "tweets.jsonl", 400)
+    try:
+        worker = stack.start_worker()
+        ingest = subprocess.Popen(
+            [str(EMOSTREAM), "ingest", str(path), "--rate", "40"],
+            env={**os.environ, **stack.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while stack.sql("SELECT count() FROM emotion_scores")[0][0] < 60:  # mid-stream
+            assert time.monotonic() < deadline, stack.logs()
+            time.sleep(0.2)
+        layout = asyncio.run(leaders(three_nodes.bootstrap, stack.topic))
+        assert len(layout) == 4 and all(in_sync for _, in_sync in layout.values())
+        victim = three_nodes.node(layout[0][0])
+        three_nodes.kill_node(victim)
+        time.sleep(3)
+        three_nodes.start_node(victim)
+        _, errors = ingest.communicate(timeout=120)
+        assert ingest.returncode == 0, errors.decode()[-2000:]
+        assert b"refused an idempotent producer" not in errors  # Kafka grants ingest its idempotent producer
+        stack.wait_for_rows(400, timeout=180)
+        time.sleep(3)  # anything redelivered has had time to land
+        assert worker.poll() is None, stack.logs()  # the same worker all along
+        assert stack.sql("SELECT count(), uniqExact(tweet_id) FROM emotion_scores")[0] == [400, 400]  # no FINAL
+        queued = {row[0] for row in stack.sql("SELECT DISTINCT tweet_id FROM review_queue")}
+        on_topic = {
+            ReviewItem.model_validate_json(v).tweet.id
+            for v in read_topic(three_nodes.bootstrap, f"{stack.topic}.review", len(queued))
+        }
+        assert queued and on_topic == queued
+    finally:
+        stack.stop()

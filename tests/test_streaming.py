@@ -119,11 +119,29 @@ def stack(broker: str, trained_registry: Path, tmp_path: Path) -> Iterator[Stack
 
 
 @pytest.fixture
-def any_stack(any_broker: str, trained_registry: Path, tmp_path: Path) -> Iterator[Stack]:
-    """A stack on each broker in turn: tansu, Apache Kafka 4 and 3.9 (the streaming core runs on all three)."""
-    running = Stack(any_broker, trained_registry, tmp_path)
+def core_broker(broker: str) -> str:
+    """The broker of the streaming-core tests (``any_stack``): tansu here. ``test_streaming_on_kafka_4.py``
+    and ``test_streaming_on_kafka_3_9.py`` import the same tests and set Apache Kafka: files of their own,
+    so that pytest-xdist (``--dist loadfile``) runs them beside this one rather than after it."""
+    return broker
+
+
+@pytest.fixture
+def any_stack(core_broker: str, trained_registry: Path, tmp_path: Path) -> Iterator[Stack]:
+    """A stack on the file's broker, for the streaming core (run on tansu, Apache Kafka 4 and 3.9)."""
+    running = Stack(core_broker, trained_registry, tmp_path)
     yield running
     running.stop()
+
+
+#: The tests that run on every broker: the streaming core.
+CORE_TESTS = (
+    "test_every_tweet_lands_once_with_the_scores_predict_gives",
+    "test_malformed_records_go_to_the_dead_letter_topic_and_scoring_goes_on",
+    "test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice",
+    "test_two_workers_share_the_partitions",
+    "test_a_worker_whose_writes_fail_stops_in_time_and_commits_nothing",
+)
 
 
 def tweets_file(small_data: Path, path: Path, n: int) -> tuple[Path, list[str]]:
