@@ -75,16 +75,16 @@ async def topic_layout(bootstrap: str, topic: str) -> tuple[int, set[int], str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        (description,) = await admin.describe_topics([topic])
-        replicas = {len(p["replicas"]) for p in description["partitions"]}
         for _ in range(40):  # a topic just created may not have reached the broker that answers yet
+            (description,) = await admin.describe_topics([topic])
             (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
             error_code, _, _, _, entries = response.resources[0][:5]
             found = [entry[1] for entry in entries if entry[0] == "min.insync.replicas"]
-            if error_code == 0 and found:
+            if description["partitions"] and error_code == 0 and found:
+                replicas = {len(p["replicas"]) for p in description["partitions"]}
                 return len(description["partitions"]), replicas, found[0]
             await asyncio.sleep(0.25)
-        raise AssertionError(f"no min.insync.replicas for {topic}: error {error_code}")
+        raise AssertionError(f"{topic} not described within 10 s: {description}, config error {error_code}")
     finally:
         await admin.close()
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from emostream.stream.kafka.broker import _own_session_and_die_with_parent, free_port, wait_for_port
+from emostream.stream.kafka.broker import free_port, own_session_and_die_with_parent, terminate, wait_for_port
 
 #: The newest release of each line on Maven Central when the tests were written (2026-11): Kafka 4 (the
 #: line new deployments run; KIP-896 removed the old protocol versions) and 3.9 (the last with ZooKeeper,
@@ -312,7 +312,7 @@ class KafkaCluster:
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_own_session_and_die_with_parent,
+            preexec_fn=own_session_and_die_with_parent,
         )
         log.close()
         if wait and not wait_for_port("127.0.0.1", node.port, timeout):
@@ -326,13 +326,8 @@ class KafkaCluster:
 
     def stop_node(self, node: KafkaNode, timeout: float = 60.0) -> None:
         """SIGTERM: a controlled shutdown (leadership moved away first), SIGKILL after ``timeout``."""
-        if node.process is None or node.process.poll() is not None:
-            return
-        node.process.send_signal(signal.SIGTERM)
-        try:
-            node.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill_node(node)
+        if node.process is not None:
+            terminate(node.process, timeout)
 
     def log_tail(self, node: KafkaNode, chars: int = 3000) -> str:
         """The end of a node's server log, for an error message."""

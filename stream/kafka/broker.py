@@ -41,7 +41,7 @@ def tansu_command(url: str) -> list[str]:
     ]
 
 
-def _own_session_and_die_with_parent() -> None:
+def own_session_and_die_with_parent() -> None:
     """Run in the child before exec: Ctrl-C in a terminal must not kill the broker before the worker has
     committed (own session), and a SIGKILLed parent must not leave the broker behind (Linux PDEATHSIG)."""
     os.setsid()
@@ -70,6 +70,18 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM (the process's clean shutdown), then SIGKILL if it has not exited within ``timeout`` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class EmbeddedBroker:
     """Starts tansu on a loopback port and stops it again; use as a context manager."""
 
@@ -93,7 +105,7 @@ class EmbeddedBroker:
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_own_session_and_die_with_parent,
+            preexec_fn=own_session_and_die_with_parent,
         )
         if not wait_for_port(self.host, self.port, timeout):
             self.stop()
@@ -102,14 +114,8 @@ class EmbeddedBroker:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds; nothing if it is not running."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            terminate(self.process, timeout)
 
     def kill(self) -> None:
         """Stop at once (SIGKILL): for a forced exit, when there is no time to wait for SIGTERM."""
