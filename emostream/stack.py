@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from emostream.stream.kafka.broker import terminate
 from emostream.stream.web.endpoint import Endpoint
 
 
@@ -46,11 +47,4 @@ def stop(stack: subprocess.Popen, timeout: float = 60.0) -> None:
 
     Returns once it has exited; nothing to do if it has already.
     """
-    if stack.poll() is not None:
-        return
-    stack.send_signal(signal.SIGINT)
-    try:
-        stack.wait(timeout)
-    except subprocess.TimeoutExpired:
-        stack.kill()
-        stack.wait()
+    terminate(stack, timeout, signal.SIGINT)

@@ -70,11 +70,12 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
-def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM (the process's clean shutdown), then SIGKILL if it has not exited within ``timeout`` seconds."""
+def terminate(process: subprocess.Popen, timeout: float, stop_signal: signal.Signals = signal.SIGTERM) -> None:
+    """``stop_signal`` (the process's clean shutdown: SIGTERM for a broker, SIGINT for `emostream up`), then
+    SIGKILL if it has not exited within ``timeout`` seconds. Returns once it has exited."""
     if process.poll() is not None:
         return
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop_signal)
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:
