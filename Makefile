@@ -66,7 +66,7 @@ kafka: $(STAMP)
 # Two processes, each taking whole files (--dist loadfile: a file's fixtures, its broker and its worker
 # processes stay in one process): 389-431 s instead of 693 s for the same ~900 tests on this 2-core machine.
 test: lint $(CHROMEDRIVER) $(DOCKER_COMPOSE) $(KCAT) kafka
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -n 2 --dist loadfile
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -m slow

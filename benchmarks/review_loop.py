@@ -29,6 +29,8 @@ number of labels is bounded by ``--budget`` instead.
 
 Usage: python benchmarks/review_loop.py --out loop.json [--registry models] [--budget 1000]
        [--review-sample 0.05] [--workdir DIR] [--curve [--curve-points 100,250,500,1000]]
+       python benchmarks/review_loop.py --noisy --out noisy.json [--budget 1000] [--gold 100]:
+       three reviewers who make mistakes, three ways to use them (benchmarks/noisy_reviewers.py)
 """
 
 from __future__ import annotations
@@ -178,6 +180,16 @@ def main() -> None:
     )
     parser.add_argument("--alt-weight", type=int, default=None, help="that recipe: repeats of a reviewed tweet")
     parser.add_argument("--curve-seed", type=int, default=7, help="seed of the random tweets of the curve")
+    parser.add_argument(
+        "--noisy",
+        action="store_true",
+        help="instead: three noisy reviewers, single labels vs two opinions vs gold-weighted (noisy_reviewers.py)",
+    )
+    if "--noisy" in sys.argv[1:]:
+        from benchmarks.noisy_reviewers import main as noisy
+
+        noisy([arg for arg in sys.argv[1:] if arg != "--noisy"])
+        return
     args = parser.parse_args()
     logging.getLogger("emostream.ingest").setLevel(logging.ERROR)  # the embedded broker's refusal, once a send
 

@@ -11,7 +11,12 @@ import sys
 
 from rich.text import Text
 
-from emostream import loop_commands, streaming_commands, training_commands  # noqa: F401  (they register the commands)
+from emostream import (  # noqa: F401  (they register the commands)
+    loop_commands,
+    streaming_commands,
+    team_commands,
+    training_commands,
+)
 from emostream.cli_common import UsageError, app
 from emostream.console import err, literal
 
@@ -25,6 +30,7 @@ USER_ERRORS = {  # module: (exception, what to put before its message)
     "emostream.stream.clickhouse.trends": ("TrendsError", ""),
     "emostream.trainer.retrain": ("RetrainError", ""),
     "emostream.stream.review.simulate": ("SimulationError", ""),
+    "emostream.stream.web.reviewers": ("ReviewerError", ""),
     "emostream.stream.kafka.faust_internals": ("FaustInternalsMissing", ""),
 }
 

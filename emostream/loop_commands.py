@@ -21,6 +21,7 @@ from emostream.settings import Settings
 from emostream.streaming_commands import review_app
 
 if TYPE_CHECKING:
+    from emostream.stream.review.simulate import Answers
     from emostream.trainer.retrain import RetrainResult
 
 
@@ -183,18 +184,33 @@ def simulate(
     url: Annotated[
         str | None, typer.Option(help="the review service (`emostream review`); default: the running `up`")
     ] = None,
+    team: Annotated[
+        str | None,
+        typer.Option(
+            help="simulated named reviewers and how often each answers wrong, e.g. kim:0.1,lee:0.2,max:0.35: "
+            "added with personal tokens (the operator's credential: the running `up`'s, or EMOSTREAM_WEB_TOKEN "
+            "with --url; an existing one of the name is given a new token), taking turns until --budget labels "
+            "are given in all"
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="with --team: seed of the reviewers' errors")] = 0,
     clickhouse_dsn: Dsn = None,
     home: Home = None,
 ) -> None:
     """Simulated reviewers, for demos and measurement only: answer pending review items from a file of
     gold labels, through the same authenticated HTTP API the page uses; items the file does not know are
     skipped. The labels land like people's: on tweets.labels and in review_labels, under the reviewer
-    name the server binds to the credential."""
+    name the server binds to the credential. With --team, several named reviewers who make mistakes."""
     from emostream.stream.review.simulate import Answers, ReviewClient
     from emostream.stream.review.simulate import simulate as run_simulation
 
     settings = settings_from(locals())
     known = Answers.read(answers)
+    if team is not None:
+        if reviewer is not None:
+            raise UsageError("--reviewer and --team do not go together: each team member has their own name")
+        _simulate_team(settings, url, known, _team(team), budget, seed)
+        return
     address, token = _review_service(settings, url)
     client = ReviewClient(address, token)
     name = client.reviewer()
@@ -212,5 +228,77 @@ def simulate(
             f"{report.labelled:,} labels given as {name!r}; {report.skipped:,} items skipped, not in {answers.name}",
             ["label", "given"],
             sorted(report.per_label.items()),
+        )
+    )
+
+
+def _team(spec: str) -> list[tuple[str, float]]:
+    """``kim:0.1,lee:0.2`` as (name, error rate) pairs; a rate outside 0-1 or a repeated name is a UsageError."""
+    members: list[tuple[str, float]] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, rate = part.rpartition(":")
+        try:
+            error = float(rate)
+        except ValueError:
+            raise UsageError(f"--team: {part!r} is not NAME:ERROR_RATE (e.g. kim:0.1)") from None
+        if not name.strip() or not 0 <= error <= 1:
+            raise UsageError(f"--team: {part!r}: a name and an error rate from 0 to 1")
+        if name.strip() in {n for n, _ in members}:
+            raise UsageError(f"--team: {name.strip()!r} is named twice")
+        members.append((name.strip(), error))
+    if not members:
+        raise UsageError("--team: give at least one NAME:ERROR_RATE")
+    return members
+
+
+def _operator(settings: Settings, url: str | None) -> tuple[str, str]:
+    """The review API's address and the operator's credential (to add the simulated reviewers)."""
+    from emostream.stream.web.endpoint import Endpoint
+
+    if url is not None:
+        if settings.web_token is None:
+            raise UsageError("--team with --url needs the operator's credential: set EMOSTREAM_WEB_TOKEN")
+        return url, settings.web_token.get_secret_value()
+    directory = settings.clickhouse().directory
+    endpoint = Endpoint.find(directory) if directory else None
+    if endpoint is None:
+        raise UsageError("no review service found: start `emostream up`, or give --url with EMOSTREAM_WEB_TOKEN set")
+    return endpoint.url, endpoint.token
+
+
+def _simulate_team(
+    settings: Settings, url: str | None, known: Answers, members: list[tuple[str, float]], budget: int, seed: int
+) -> None:
+    import random
+
+    from tqdm import tqdm
+
+    from emostream.stream.clickhouse.sql import SqlError
+    from emostream.stream.review.simulate import NoisyReviewer, ReviewClient, simulate_team
+    from emostream.stream.web.endpoint import Endpoint
+
+    address, token = _operator(settings, url)
+    operator = Endpoint(address, token)
+    reviewers = []
+    for i, (name, error) in enumerate(members):
+        try:
+            listed = {r["name"]: r for r in operator.api("GET", "/review/api/reviewers")["reviewers"]}
+            if name in listed and not listed[name]["revoked"]:
+                operator.api("POST", "/review/api/reviewers/revoke", {"name": name})
+            added = operator.api("POST", "/review/api/reviewers", {"name": name})
+        except SqlError as exc:
+            raise UsageError(f"--team {name!r}: {exc}") from None
+        client = ReviewClient(address, added["token"])
+        reviewers.append(NoisyReviewer(client, error, random.Random(seed * 1000 + i)))
+    with tqdm(total=budget, desc="labelling", unit="label", disable=None) as bar:
+        reports = simulate_team(reviewers, known, budget, progress=bar.update)
+    out.print(
+        table(
+            f"{sum(r.labelled for r in reports):,} labels given by {len(reports)} simulated reviewers",
+            ["reviewer", "error rate", "labels", "wrong", "skipped"],
+            [
+                [name, error, report.labelled, report.wrong, report.skipped]
+                for (name, error), report in zip(members, reports, strict=True)
+            ],
         )
     )

@@ -126,7 +126,16 @@ def worker(settings: Settings) -> None:
     raise typer.Exit(run_worker(settings.worker_setup(), bootstrap))
 
 
-PAGE_FIELDS = ("review_token", "reviewer", "review_lease", "session_hours", "topic_labels")
+PAGE_FIELDS = (
+    "review_token",
+    "reviewer",
+    "review_lease",
+    "review_opinions",
+    "review_gold_rate",
+    "review_gold_min_accuracy",
+    "session_hours",
+    "topic_labels",
+)
 
 
 @app.command()

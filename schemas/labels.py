@@ -48,6 +48,16 @@ retrain`` trains on it, and ``emostream labels`` prints it as CSV. Its strings a
 values, which hold bytes: emostream only ever writes UTF-8 there, but a row written another way may not be.
 """
 
+SNAPSHOT_DECISION: Final[str] = "decision"
+"""An optional column of a snapshot: how each row's label was decided from the reviewers' opinions
+(``single``, ``unanimous``, ``majority``, ``adjudicated``: the ``review_decisions`` view of
+``deploy/clickhouse/006_review_team.sql``). Snapshots written before it, and files a person gives, lack it."""
+
+SNAPSHOT_WEIGHT: Final[str] = "weight"
+"""An optional column of a snapshot: how much retraining trusts a row's label, from 0 to 1: the mean gold
+accuracy of the reviewers who gave it (1 without gold questions, and when adjudicated). A round repeats a
+reviewed tweet ``retrain_review_weight`` times that weight, in expectation. Absent: 1."""
+
 SNAPSHOT_BATCH_ROWS: Final[int] = 16_384  # rows read at a time: a snapshot is never held in memory whole
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import stat
@@ -20,6 +21,7 @@ from emostream.stream.web.auth import (
     read_token,
     write_token,
 )
+from emostream.stream.web.reviewers import ReviewerDirectory
 from emostream.stream.web.sessions import SessionCodec, SessionError, check_reviewer
 
 TOKEN = "t0ken-value"
@@ -202,3 +204,120 @@ def test_reviewer_names_are_checked() -> None:
     for bad, problem in (("  ", "must not be blank"), ("x" * 65, "at most 64"), ("a\nb", "control characters")):
         with pytest.raises(SessionError, match=problem):
             check_reviewer(bad)
+
+
+# --- named reviewers: personal tokens, their sessions, revocation, roles ------------------------------------------
+
+
+class FakeStore:
+    """The reviewer table as ``ReviewerStore.reviewers`` reads it; ``fail`` makes the read raise (ClickHouse down)."""
+
+    def __init__(self) -> None:
+        self.rows: list = []
+        self.fail = False
+
+    def reviewers(self) -> list:
+        if self.fail:
+            raise ConnectionError("ClickHouse is down")
+        return list(self.rows)
+
+    def close(self) -> None:
+        pass
+
+
+def named_guard() -> tuple[RequestGuard, FakeStore, ReviewerDirectory, dict[str, str]]:
+    from datetime import UTC, datetime
+
+    from emostream.stream.web.reviewers import Reviewer, token_sha256
+
+    store = FakeStore()
+    tokens = {"kim": new_token(), "ada": new_token()}
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    store.rows = [
+        Reviewer("kim", "reviewer", token_sha256(tokens["kim"]), now, False, now),
+        Reviewer("ada", "adjudicator", token_sha256(tokens["ada"]), now, False, now),
+    ]
+    directory = ReviewerDirectory(store, max_age=0)  # type: ignore[arg-type]  # re-read at every request
+    guard = guard_with_sessions()
+    guard.directory = directory
+    asyncio.run(directory.refresh())
+    return guard, store, directory, tokens
+
+
+def test_a_personal_token_is_its_reviewers_name_and_role_whatever_the_request_says() -> None:
+    guard, _, _, tokens = named_guard()
+    host = {"Host": "127.0.0.1:8123"}
+    kim = guard.decide(
+        "GET", "/review/api/items", {**host, "Authorization": f"Bearer {tokens['kim']}", "X-Reviewer": "ada"}
+    )
+    assert isinstance(kim, Principal) and (kim.scope, kim.reviewer, kim.role) == (REVIEW, "kim", "reviewer")
+    assert not kim.adjudicates
+    login = guard.decide("GET", "/review", host, query={"token": tokens["kim"], "reviewer": "ana"})
+    assert isinstance(login, Login) and login.reviewer == "kim" and login.key and login.location == "/review"
+    value, _ = guard.session_cookie(login.scope, login.reviewer, login.key)
+    session = guard.decide("GET", "/review/api/items", host, {guard.cookie: value})
+    assert isinstance(session, Principal) and session.reviewer == "kim" and session.session is not None
+    # what a named reviewer may not open: the operator's routes, and the adjudicators'
+    bearer = {**host, "Authorization": f"Bearer {tokens['kim']}"}
+    for path in ("/review/api/reviewers", "/review/api/gold", "/sql"):
+        assert guard.decide("POST", path, bearer).status == 403, path  # type: ignore[union-attr]
+    for path in ("/review/team", "/review/api/team", "/review/api/disagreements", "/review/api/settle"):
+        assert guard.decide("GET", path, bearer).status == 403, path  # type: ignore[union-attr]
+        ada = guard.decide("GET", path, {**host, "Authorization": f"Bearer {tokens['ada']}"})
+        assert isinstance(ada, Principal) and ada.adjudicates, path
+        admin = guard.decide("GET", path, headers())
+        assert isinstance(admin, Principal) and admin.adjudicates
+    assert guard.decide("GET", "/review/api/reviewers", headers()).scope == ADMIN  # type: ignore[union-attr]
+    # the shared review token is not an adjudicator
+    assert guard.decide("GET", "/review/team", {**host, "Authorization": f"Bearer {REVIEW_TOKEN}"}).status == 403  # type: ignore[union-attr]
+
+
+def test_revoking_or_reissuing_ends_the_sessions_and_an_unreadable_list_trusts_no_personal_token() -> None:
+    from dataclasses import replace
+
+    from emostream.stream.web.reviewers import token_sha256
+
+    guard, store, directory, tokens = named_guard()
+    host = {"Host": "127.0.0.1:8123"}
+    login = guard.decide("GET", "/review", host, query={"token": tokens["kim"]})
+    assert isinstance(login, Login)
+    cookie = {guard.cookie: guard.session_cookie(login.scope, login.reviewer, login.key)[0]}
+    assert isinstance(guard.decide("GET", "/review/api/items", host, cookie), Principal)
+    forged = {guard.cookie: guard.session_cookie(REVIEW, "kim", "0" * 16)[0]}  # a signed cookie, another token
+    assert guard.decide("GET", "/review/api/items", host, forged).status == 401  # type: ignore[union-attr]
+    store.rows[0] = replace(store.rows[0], revoked=True)
+    asyncio.run(directory.refresh())
+    assert guard.decide("GET", "/review/api/items", host, cookie).status == 401  # type: ignore[union-attr]
+    assert guard.decide("GET", "/review/api/items", {**host, "Authorization": f"Bearer {tokens['kim']}"}).status == 401  # type: ignore[union-attr]
+    fresh = new_token()  # kim back with a new token: the old token and its sessions stay dead
+    store.rows[0] = replace(store.rows[0], revoked=False, token_sha256=token_sha256(fresh))
+    asyncio.run(directory.refresh())
+    assert guard.decide("GET", "/review/api/items", host, cookie).status == 401  # type: ignore[union-attr]
+    assert isinstance(guard.decide("GET", "/review/api/items", {**host, "Authorization": f"Bearer {fresh}"}), Principal)
+    store.fail = True
+    asyncio.run(directory.refresh())
+    assert guard.decide("GET", "/review/api/items", {**host, "Authorization": f"Bearer {fresh}"}).status == 401  # type: ignore[union-attr]
+    shared = guard.decide("GET", "/review/api/items", {**host, "Authorization": f"Bearer {REVIEW_TOKEN}"})
+    assert isinstance(shared, Principal) and shared.reviewer == "ana"  # the shared token keeps working
+
+
+def test_the_directory_reads_the_table_at_most_once_per_max_age() -> None:
+    store = FakeStore()
+    calls = []
+    reviewers = store.reviewers
+
+    def counted() -> list:
+        calls.append(1)
+        return reviewers()
+
+    store.reviewers = counted  # type: ignore[method-assign]
+    clock = Clock()
+    directory = ReviewerDirectory(store, max_age=1.0, clock=clock)  # type: ignore[arg-type]
+    for _ in range(5):
+        asyncio.run(directory.refresh())
+    assert len(calls) == 1
+    clock.now += 1.0
+    asyncio.run(directory.refresh())
+    directory.invalidate()
+    asyncio.run(directory.refresh())
+    assert len(calls) == 3

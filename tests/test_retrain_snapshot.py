@@ -180,7 +180,7 @@ def test_more_labels_than_user_sql_returns_are_all_exported_and_read_back(
     path, n = export_snapshot(settings.resolved_clickhouse_dsn(), tmp_path)
     rows = read_snapshot(path)
     assert n == len(rows) == N_LARGE
-    assert rows[-1] == ReviewedTweet(f"big{N_LARGE - 1:06d}", f"tweet {N_LARGE - 1}\u2028line two", LABELS[5])
+    assert rows[-1] == ReviewedTweet(f"big{N_LARGE - 1:06d}", f"tweet {N_LARGE - 1}\u2028line two", LABELS[5], "single")
     assert {row.label for row in rows} == set(LABELS)
 
 

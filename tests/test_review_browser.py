@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,14 +60,19 @@ def open_browser(opened: list) -> object:
     return driver
 
 
-@pytest.fixture
-def up(trained_registry: Path, small_data: Path, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], str]]:
+@contextmanager
+def started_up(
+    trained_registry: Path, small_data: Path, tmp_path: Path, **settings: str
+) -> Iterator[tuple[str, dict[str, str], str]]:
+    """`emostream up` with every tweet sent to review and 30 validation tweets ingested: the page's URL
+    (with the generated review token), the settings and the broker's address."""
     env = {
         "EMOSTREAM_HOME": str(tmp_path / "home"),
         "EMOSTREAM_REGISTRY": str(trained_registry),
         "EMOSTREAM_REVIEW_THRESHOLD": "1.0",  # every tweet goes to review
         "EMOSTREAM_PARTITIONS": "2",
         "EMOSTREAM_REVIEWER": "ana",
+        **settings,
     }
     log = tmp_path / "up.log"
     with log.open("wb") as handle:
@@ -92,6 +98,12 @@ def up(trained_registry: Path, small_data: Path, tmp_path: Path) -> Iterator[tup
             process.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def up(trained_registry: Path, small_data: Path, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], str]]:
+    with started_up(trained_registry, small_data, tmp_path) as running:
+        yield running
 
 
 def current_text(driver: object) -> tuple[str, str, str] | None:
@@ -203,3 +215,84 @@ def test_a_reviewer_labels_skips_and_undoes_with_the_keyboard(
     assert sorted((r["tweet_id"], r["label"], r["retracted"], r["text_sha256"]) for r in on_topic) == sorted(
         (tweet, label, retracted == "true", sha) for tweet, label, _, retracted, sha in rows
     )
+
+
+def shown_ids(driver: object) -> set[str]:
+    """Every item on the page: the current one and those up next."""
+    nodes = driver.find_elements("css selector", "#current [data-tweet-id], #queue [data-tweet-id]")  # type: ignore[attr-defined]
+    return {node.get_attribute("data-tweet-id") for node in nodes}
+
+
+def test_two_named_reviewers_label_the_same_items_blind_and_agreement_shows_on_the_team_page(
+    trained_registry: Path, small_data: Path, tmp_path: Path, browsers: list
+) -> None:
+    """Two opinions per item, two reviewers with their own links (added by the operator's command), two
+    browsers: each sees only items they have not labelled, their names (not the one the URL claims) are in
+    review_labels, the item they disagree on waits on the team page, where the agreement shows."""
+    with started_up(trained_registry, small_data, tmp_path, EMOSTREAM_REVIEW_OPINIONS="2") as (url, env, _):
+        base = url.partition("/review?")[0]
+        links = {}
+        for name in ("kim", "lee"):
+            added = run_cli("reviewers", "add", name, env=env)
+            assert added.returncode == 0, added.stderr
+            links[name] = added.stdout.strip()
+            assert links[name].startswith(f"{base}/review?token=")
+        kim, lee = open_browser(browsers), open_browser(browsers)
+        given: dict[str, list[str]] = {"kim": [], "lee": []}
+        kim.get(links["kim"] + "&reviewer=mallory")  # type: ignore[attr-defined]  # a name the server ignores
+        deadline = time.monotonic() + 60
+        while current_id(kim) is None:  # the queue fills as the worker scores the ingested tweets
+            assert time.monotonic() < deadline, "no item came"
+            time.sleep(1)
+            kim.get(f"{base}/review")  # type: ignore[attr-defined]
+        assert kim.find_element("id", "reviewer").text == "kim"  # type: ignore[attr-defined]
+        for key in ("1", "1", "2"):  # sadness, sadness, joy
+            shown = current_id(kim)
+            assert shown is not None
+            press(kim, key)
+            wait_until(lambda shown=shown: current_id(kim) not in (None, shown))
+            given["kim"].append(shown)
+        wait_until(lambda: len(kim.find_elements("css selector", ".history .status.saved")) == 3)  # type: ignore[attr-defined]
+        lee.get(links["lee"] + "&reviewer=kim")  # type: ignore[attr-defined]
+        wait_until(lambda: current_id(lee) is not None)
+        assert lee.find_element("id", "reviewer").text == "lee"  # type: ignore[attr-defined]
+        # the most uncertain items first: what kim labelled (no longer on kim's screen) wants lee's opinion
+        assert set(given["kim"]) <= shown_ids(lee) and not set(given["kim"]) & shown_ids(kim)
+        for key in ("1", "2", "2"):  # sadness, joy, joy: agrees, disagrees, agrees
+            shown = current_id(lee)
+            assert shown is not None and shown not in given["lee"]
+            press(lee, key)
+            wait_until(lambda shown=shown: current_id(lee) not in (None, shown))
+            given["lee"].append(shown)
+        wait_until(lambda: len(lee.find_elements("css selector", ".history .status.saved")) == 3)  # type: ignore[attr-defined]
+        assert given["lee"] == given["kim"]  # the same three items, in the queue's order
+        for driver in (kim, lee):  # done: two opinions each, so on nobody's screen any more
+            driver.get(f"{base}/review")  # type: ignore[attr-defined]
+            wait_until(lambda driver=driver: current_id(driver) is not None)
+            assert not shown_ids(driver) & set(given["kim"])
+        lee.save_screenshot(str(tmp_path / "review-page-lee.png"))  # type: ignore[attr-defined]
+        result = run_cli("sql", "--format", "csv", "SELECT reviewer, tweet_id, label FROM review_labels", env=env)
+        assert result.returncode == 0, result.stderr
+        rows = {tuple(line.split(",")) for line in result.stdout.strip().splitlines()[1:]}
+        labels = dict(zip("12", ("sadness", "joy"), strict=True))
+        expected = {("kim", t, labels[k]) for t, k in zip(given["kim"], "112", strict=True)}
+        expected |= {("lee", t, labels[k]) for t, k in zip(given["lee"], "122", strict=True)}
+        assert rows == expected  # the names are the links', not the ones the URLs claimed
+
+        admin = open_browser(browsers)  # the operator, with the token `up` wrote beside its data
+        token = read_token(token_file(endpoint_file(Path(env["EMOSTREAM_HOME"]) / "clickhouse")))
+        admin.get(f"{base}/review/team?token={token}")  # type: ignore[attr-defined]
+        # (sadness, sadness), (sadness, joy), (joy, joy): n = 6, D_o = 2/6, D_e = (36 - 18)/30, alpha = 4/9
+        wait_until(lambda: "0.44" in admin.find_element("id", "agreement").text)  # type: ignore[attr-defined]
+        disputes = admin.find_elements("css selector", ".dispute")  # type: ignore[attr-defined]
+        assert [d.get_attribute("data-tweet-id") for d in disputes] == [given["kim"][1]]
+        assert "kim" in disputes[0].text and "lee" in disputes[0].text  # the adjudicator sees who said what
+        admin.save_screenshot(str(tmp_path / "team-page.png"))  # type: ignore[attr-defined]
+        disputes[0].find_element("css selector", "button[title='settle as joy']").click()
+        wait_until(lambda: not admin.find_elements("css selector", ".dispute"))  # type: ignore[attr-defined]
+        decided = run_cli("sql", "--format", "csv", "SELECT tweet_id, decision FROM review_decisions", env=env)
+        assert dict(line.split(",") for line in decided.stdout.strip().splitlines()[1:]) == {
+            given["kim"][0]: "unanimous",
+            given["kim"][1]: "adjudicated",
+            given["kim"][2]: "unanimous",
+        }

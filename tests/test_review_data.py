@@ -51,29 +51,36 @@ def test_review_items_are_written_once_per_tweet_and_labels_keep_history(tmp_pat
             )
             for i, item in enumerate(items)
         ]
-        relabelled = labels[0].model_copy(
-            update={"label": "fear", "reviewer": "bo", "labelled_at": start + timedelta(hours=1)}
-        )
-        no_emotion = labels[1].model_copy(update={"label": NO_EMOTION, "labelled_at": start + timedelta(hours=1)})
-        undone = labels[2].model_copy(update={"retracted": True, "labelled_at": start + timedelta(hours=1)})
-        sink.write_labels([*labels, relabelled, no_emotion, undone])
-        assert sink.query("SELECT count() FROM review_labels")[1] == [(63,)]  # history kept
+        later = start + timedelta(hours=1)
+        relabelled = labels[0].model_copy(update={"label": "fear", "labelled_at": later})  # ana changes her mind
+        no_emotion = labels[1].model_copy(update={"label": NO_EMOTION, "labelled_at": later})
+        undone = labels[2].model_copy(update={"retracted": True, "labelled_at": later})
+        # a second reviewer's opinion is kept beside the first, never replacing it: bo disagrees on item
+        # 3 (disputed: no majority, so no training example until an adjudicator settles it) and agrees on 4
+        disagrees = labels[3].model_copy(update={"label": LABELS[4], "reviewer": "bo", "labelled_at": later})
+        agrees = labels[4].model_copy(update={"reviewer": "bo", "labelled_at": later})
+        sink.write_labels([*labels, relabelled, no_emotion, undone, disagrees, agrees])
+        assert sink.query("SELECT count() FROM review_labels")[1] == [(65,)]  # history kept
+        decisions = dict(sink.query("SELECT tweet_id, decision FROM review_decisions")[1])
+        assert decisions[items[3].tweet.id] == "disputed" and decisions[items[4].tweet.id] == "unanimous"
+        assert decisions[items[0].tweet.id] == "single"  # one reviewer's relabel is still one opinion
     finally:
         sink.close()
     exported = run_cli("labels", env={"EMOSTREAM_HOME": str(home)})
     assert exported.returncode == 0, exported.stderr
     rows = list(csv.DictReader(io.StringIO(exported.stdout)))
     by_text = {row["text"]: row["label"] for row in rows}
-    assert len(rows) == 58  # 60 tweets, one now labelled "none", one label undone
-    assert by_text["tweet number 0"] == "fear"  # the latest label counts
+    assert len(rows) == 57  # 60 tweets, one now labelled "none", one label undone, one disputed
+    assert by_text["tweet number 0"] == "fear"  # the reviewer's latest label counts
     assert "tweet number 1" not in by_text
     assert "tweet number 2" not in by_text  # its label was withdrawn: pending again, not a training example
+    assert "tweet number 3" not in by_text and by_text["tweet number 4"] == LABELS[4]
     out = tmp_path / "labels.csv"
     assert run_cli("labels", "--out", out, env={"EMOSTREAM_HOME": str(home)}).returncode == 0
     from emostream.trainer.data import load_emotion
 
     data = load_emotion(out)  # what `emostream train --data labels.csv` does with it
-    assert sum(len(split) for split in data.values()) == 58
+    assert sum(len(split) for split in data.values()) == 57
 
 
 def test_a_label_must_be_one_of_the_six_or_none() -> None:
@@ -101,8 +108,8 @@ def test_sampled_confident_tweets_are_interleaved_not_sorted_last(tmp_path: Path
     sink.close()
     queue = ReviewQueue(dsn)
     try:
-        first = queue.pending(10)
-        whole = queue.pending(100)
+        first = queue.pending("ana", 10)
+        whole = queue.pending("ana", 100)
     finally:
         queue.close()
     sampled = [item for item in first if item.reason.startswith("sample:")]
@@ -140,7 +147,7 @@ def snapshot(dsn: str) -> list[tuple[str, str, str]]:
 
     sink = ClickHouseSink(dsn)
     try:
-        return sink.query(TRAINING_LABELS_WITH_IDS)[1]
+        return [row[:3] for row in sink.query(TRAINING_LABELS_WITH_IDS)[1]]  # tweet_id, text, label
     finally:
         sink.close()
 
@@ -161,9 +168,12 @@ def test_a_resent_id_with_other_text_is_a_new_item_and_the_label_stays_with_its_
     sink.close()
     queue = ReviewQueue(dsn)
     try:
-        assert [i.key for i in queue.pending(10)] == [("t1", text_sha256(kind)), ("t2", text_sha256("another tweet"))]
+        assert [i.key for i in queue.pending("ana", 10)] == [
+            ("t1", text_sha256(kind)),
+            ("t2", text_sha256("another tweet")),
+        ]
         queue.write_label(shown("t1", kind, "love", t0 + timedelta(minutes=1)))
-        assert [i.tweet_id for i in queue.pending(10)] == ["t2"]
+        assert [i.tweet_id for i in queue.pending("ana", 10)] == ["t2"]
     finally:
         queue.close()
     assert snapshot(dsn) == [("t1", kind, "love")]
@@ -179,11 +189,11 @@ def test_a_resent_id_with_other_text_is_a_new_item_and_the_label_stays_with_its_
 
     queue = ReviewQueue(dsn)
     try:
-        pending = {i.key: i for i in queue.pending(10)}
+        pending = {i.key: i for i in queue.pending("ana", 10)}
         assert set(pending) == {("t1", text_sha256(cruel)), ("t2", text_sha256("another tweet"))}
         assert pending[("t1", text_sha256(cruel))].text == cruel  # pending again, for a person to see
-        assert queue.current_label("t1", text_sha256(cruel)) is None
-        assert queue.current_label("t1", text_sha256(kind)).label == "love"  # type: ignore[union-attr]
+        assert queue.current_label("t1", text_sha256(cruel), "ana") is None
+        assert queue.current_label("t1", text_sha256(kind), "ana").label == "love"  # type: ignore[union-attr]
         assert queue.item("t1", text_sha256("a text never sent")) is None and queue.texts("t1") == 2
         queue.write_label(shown("t1", cruel, "anger", t0 + timedelta(minutes=4), reviewer="bo"))
         assert queue.counts("ana").done == 2 and queue.counts("ana").done_by_reviewer == 1
@@ -213,7 +223,7 @@ def test_labels_from_before_the_hash_count_only_while_their_tweet_has_one_text(t
     assert snapshot(dsn) == [("old2", "kept text", "fear")]
     queue = ReviewQueue(dsn)
     try:
-        assert sorted(i.text for i in queue.pending(10)) == ["first text", "second text"]
+        assert sorted(i.text for i in queue.pending("ana", 10)) == ["first text", "second text"]
     finally:
         queue.close()
 
@@ -264,7 +274,7 @@ def test_a_queue_from_before_the_hash_is_migrated_in_place_at_every_start(tmp_pa
     queue = ReviewQueue(dsn)
     try:
         queue.write_label(shown("m1", "old text 1", "joy", t0 + timedelta(minutes=2)))
-        assert len(queue.pending(50)) == 29
+        assert len(queue.pending("ana", 50)) == 29
     finally:
         queue.close()
     assert snapshot(dsn) == [("m0", "old text 0", "sadness"), ("m1", "old text 1", "joy")]

@@ -108,22 +108,23 @@ class Server:
             payload = text
         return response.status, payload, response
 
-    def login(self, query: str = "") -> Browser:
-        """A new browser session, signed in with the review token (``query``: more of the sign-in URL)."""
-        status, _, response = self.request("GET", f"/review?token={REVIEW_TOKEN}{query}")
+    def login(self, query: str = "", token: str = REVIEW_TOKEN, reviewer: str = REVIEWER) -> Browser:
+        """A new browser session, signed in with ``token`` (the shared review token unless told; ``query``:
+        more of the sign-in URL), whose server-bound name must be ``reviewer``."""
+        status, _, response = self.request("GET", f"/review?token={token}{query}")
         assert status == 303 and response.getheader("Location") == "/review"
         cookie = response.getheader("Set-Cookie")
         assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
         name, _, value = cookie.split(";")[0].partition("=")
         browser = Browser(self, {"Cookie": f"{name}={value}"})
         status, session, _ = self.request("GET", "/review/api/session", headers=browser.cookie)
-        assert status == 200 and session["reviewer"] == REVIEWER and session["scope"] == "review"
+        assert status == 200 and session["reviewer"] == reviewer and session["scope"] == "review"
         browser.csrf = session["csrf"]
         return browser
 
-    def program(self, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
-        """A program's request: the review token as a bearer, no cookie, no CSRF token."""
-        sent = {"Authorization": f"Bearer {REVIEW_TOKEN}", **{k.replace("_", "-"): v for k, v in headers.items()}}
+    def program(self, path: str, body: Any = None, token: str = REVIEW_TOKEN, **headers: str) -> tuple[int, Any]:
+        """A program's request: a token (the shared review token unless told) as a bearer, no cookie, no CSRF."""
+        sent = {"Authorization": f"Bearer {token}", **{k.replace("_", "-"): v for k, v in headers.items()}}
         status, answer, _ = self.request("GET" if body is None else "POST", path, body, sent)
         return status, answer
 

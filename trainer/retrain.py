@@ -1,8 +1,8 @@
 """Retraining from the review queue: a challenger trained on reviewed tweets, judged against the champion.
 
-A round reads a snapshot of the reviewers' labels (``tweet_id,text,label``: the latest label per tweet),
-continues fine-tuning the champion (the registry's
-``current``) on a mix of reviewed tweets and a replay of the base training data, and promotes the
+A round reads a snapshot of the reviewers' labels (``tweet_id,text,label``: per item the label its
+opinions decided, or an adjudicator settled: ``review_decisions``), continues fine-tuning the champion (the
+registry's ``current``) on a mix of reviewed tweets and a replay of the base training data, and promotes the
 challenger only if it is better where the labels come from and not worse where the model came from:
 
 * a fixed slice of the reviewed tweets, chosen by a hash of the tweet id, is never trained on: it is the
@@ -55,7 +55,7 @@ from emostream.model.calibration import expected_calibration_error
 from emostream.model.registry import METRICS_FILE, RETRAIN_FILE, ModelRegistry, ModelVersion
 from emostream.model.runtime import EmotionModel
 from emostream.schemas import LABELS, NO_EMOTION
-from emostream.schemas.labels import SNAPSHOT_BATCH_ROWS, SNAPSHOT_COLUMNS
+from emostream.schemas.labels import SNAPSHOT_BATCH_ROWS, SNAPSHOT_COLUMNS, SNAPSHOT_DECISION, SNAPSHOT_WEIGHT
 from emostream.trainer.calibration_report import CalibrationPlan
 from emostream.trainer.config import RetrainPolicy, TrainConfig
 from emostream.trainer.data import FEATURES, DataError
@@ -79,6 +79,8 @@ class ReviewedTweet:
     tweet_id: str
     text: str
     label: str  # one of LABELS, or "none"
+    decision: str = ""  # how the reviewers' opinions decided it (SNAPSHOT_DECISION); "" when not recorded
+    weight: float = 1.0  # how much the round trusts the label (SNAPSHOT_WEIGHT): the reviewers' gold accuracy
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,10 @@ def read_snapshot(path: Path) -> list[ReviewedTweet]:
         # labelled, and one such row in ClickHouse must not stop every round from then on.
         if not tweet_id.strip() or not text:
             raise DataError(path, f"{where}tweet_id and text must not be empty", line)
-        rows.append(ReviewedTweet(tweet_id, text, label))
+        decision = (record.get(SNAPSHOT_DECISION) or "").strip()
+        rows.append(
+            ReviewedTweet(tweet_id, text, label, decision, _weight(path, record.get(SNAPSHOT_WEIGHT), where, line))
+        )
     return rows
 
 
@@ -189,13 +194,19 @@ def _parquet_records(path: Path) -> Iterator[tuple[int | None, int, dict[str, st
     missing = set(COLUMNS) - set(file.schema_arrow.names)
     if missing:
         raise DataError(path, f"missing column(s) {', '.join(sorted(missing))}; expected tweet_id,text,label")
+    names = [*COLUMNS, *(name for name in (SNAPSHOT_DECISION, SNAPSHOT_WEIGHT) if name in file.schema_arrow.names)]
     row = 0
     try:
-        for batch in file.iter_batches(batch_size=SNAPSHOT_BATCH_ROWS, columns=list(COLUMNS)):
-            columns = [_strings(path, batch.column(i), name, row) for i, name in enumerate(COLUMNS)]
+        for batch in file.iter_batches(batch_size=SNAPSHOT_BATCH_ROWS, columns=names):
+            columns = [
+                [None if v is None else str(v) for v in batch.column(i).to_pylist()]
+                if name == SNAPSHOT_WEIGHT
+                else _strings(path, batch.column(i), name, row)
+                for i, name in enumerate(names)
+            ]
             for values in zip(*columns, strict=True):
                 row += 1
-                yield None, row, dict(zip(COLUMNS, values, strict=True))
+                yield None, row, dict(zip(names, values, strict=True))
     except (pa.ArrowException, OSError) as exc:
         raise DataError(path, f"not a readable Parquet file ({exc})") from None
 
@@ -302,12 +313,39 @@ def calibration_plan(holdout: list[ReviewedTweet], base: DatasetDict, seed: int)
     )
 
 
+def repeats_of(row: ReviewedTweet, repeat: int) -> int:
+    """How often a reviewed tweet goes into a round: ``repeat`` times its weight in expectation, the fraction
+    rounded up or down by a hash of its id (the same tweet, the same answer, round after round)."""
+    expected = repeat * row.weight
+    whole = int(expected)
+    digest = hashlib.sha256(b"emostream-weight:" + row.tweet_id.encode("utf-8")).digest()
+    return whole + (int.from_bytes(digest[:8], "big") / 2**64 < expected - whole)
+
+
 def as_dataset(rows: list[ReviewedTweet], repeat: int = 1) -> Dataset:
-    """Reviewed tweets as training data, each ``repeat`` times; ``none`` rows must be left out first (no label id)."""
+    """Reviewed tweets as training data, each ``repeat`` times its weight (:func:`repeats_of`; weight 1:
+    exactly ``repeat`` times); ``none`` rows must be left out first (no label id)."""
+    counts = [repeats_of(row, repeat) for row in rows]
     return Dataset.from_dict(
-        {"text": [row.text for row in rows] * repeat, "label": [LABELS.index(row.label) for row in rows] * repeat},
+        {
+            "text": [row.text for row, n in zip(rows, counts, strict=True) for _ in range(n)],
+            "label": [LABELS.index(row.label) for row, n in zip(rows, counts, strict=True) for _ in range(n)],
+        },
         features=FEATURES,
     )
+
+
+def _weight(path: Path, value: str | None, where: str, line: int | None) -> float:
+    """A snapshot row's weight: a number from 0 to 1 (absent or empty: 1)."""
+    if value is None or not value.strip():
+        return 1.0
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = float("nan")
+    if not 0 <= weight <= 1:  # NaN fails this too
+        raise DataError(path, f"{where}weight: {value!r} is not a number from 0 to 1", line)
+    return weight
 
 
 def round_data(base: DatasetDict, train_rows: list[ReviewedTweet], policy: RetrainPolicy) -> DatasetDict:
@@ -352,7 +390,8 @@ def retrain(
             f"(of {len(rows)} labels); a round needs some of the first and at least {MIN_HOLDOUT} of the second"
         )
     data = round_data(base, train_rows, policy)
-    replay = data["train"].num_rows - len(train_rows) * policy.retrain_review_weight
+    reviewed = sum(repeats_of(row, policy.retrain_review_weight) for row in train_rows)
+    replay = data["train"].num_rows - reviewed
     config = round_config(champion.path, policy)
     record: dict[str, Any] = {}
     interpolation: dict[str, Any] = {"alpha": 1.0}
@@ -397,6 +436,11 @@ def retrain(
                     "sha256": sha256_of(staged / SNAPSHOT_FILE),
                     "rows": len(rows),
                     "per_label": dict(sorted(Counter(row.label for row in rows).items())),
+                    # how the opinions decided each label (single, unanimous, majority, adjudicated)
+                    "decisions": dict(sorted(Counter(row.decision or "not recorded" for row in rows).items())),
+                    # the reviewers' gold accuracy behind each label: repetitions in the round's training data
+                    "mean_weight": round(sum(row.weight for row in train_rows) / len(train_rows), 4),
+                    "reviewed_examples": reviewed,
                     "trained_on": len(train_rows),
                     "held_out": len(holdout),
                 },

@@ -46,6 +46,9 @@ SHARDING_KEYS = {
     "review_queue": "cityHash64(tweet_id)",
     "review_labels": "cityHash64(tweet_id)",
     "emotion_superseded": "cityHash64(tweet_id)",
+    "review_reviewers": "cityHash64(name)",  # every row of a name on one shard: its latest row is found there
+    "review_adjudications": "cityHash64(tweet_id)",
+    "review_gold": "cityHash64(tweet_id)",
 }
 # The ALTER clauses a Distributed table takes (its columns); the others are the local tables' storage.
 COLUMN_CLAUSE = re.compile(r"(ADD|MODIFY|DROP|RENAME|COMMENT) COLUMN\b")

@@ -15,12 +15,33 @@ from emostream.stream.clickhouse.dsn import ClickHouseDsn
 
 
 class ReviewConfig(BaseModel):
-    """How the queue hands out items (``EMOSTREAM_REVIEW_LEASE``)."""
+    """How the queue hands out items (``EMOSTREAM_REVIEW_LEASE``) and to how many reviewers
+    (``EMOSTREAM_REVIEW_OPINIONS``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     review_lease: float = Field(
         120.0, gt=0, description="seconds an item shown to one reviewer is kept from the others"
+    )
+    review_opinions: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="how many different reviewers label each item before it is done (2-3 for a team: "
+        "agreement is measured, and disputed items go to an adjudicator)",
+    )
+    review_gold_rate: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="share of the items a reviewer is shown that are gold questions (known labels, loaded with "
+        "`emostream review gold`), while they have some left to answer",
+    )
+    review_gold_min_accuracy: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="a reviewer whose accuracy on 5 or more gold questions is below this is flagged on the team page",
     )
 
 

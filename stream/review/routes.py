@@ -24,16 +24,15 @@ from pydantic import BaseModel, ValidationError
 from emostream.schemas import LABELS, NO_EMOTION, describe_errors
 from emostream.schemas.messages import TweetId
 from emostream.stream.clickhouse.trends import BUCKET_FUNCTIONS, TrendsError, parse_duration
+from emostream.stream.review.http import GUARD, SERVICE, http_error, json_body, reviewer_checked
 from emostream.stream.review.queue import TextSha256
 from emostream.stream.review.service import ReviewError, ReviewService
+from emostream.stream.review.team_routes import mount_team
 from emostream.stream.web.auth import RequestGuard, WebConfig
-from emostream.stream.web.sessions import SessionError, check_reviewer
 
 STATIC = Path(__file__).resolve().parent / "static"
 FIRST_WINDOW = 10  # items the page comes with: review.js's WINDOW
 log = logging.getLogger("emostream.review")
-SERVICE = web.AppKey("review_service", ReviewService)
-GUARD = web.AppKey("review_guard", RequestGuard)
 PAGE_HEADERS = {
     # Scripts, styles and images from this origin only; never inside another site's frame (a framed
     # page could be made to receive the reviewer's key presses).
@@ -69,6 +68,7 @@ def mount_review(app: web.Application, service: ReviewService, guard: RequestGua
     """Add the pages, the API and the assets, and tie the service's start and stop to the app's."""
     app[SERVICE] = service
     app[GUARD] = guard
+    guard.directory = service.reviewers  # personal tokens: the guard asks the service's reviewer directory
     app.on_response_prepare.append(_security_headers)
 
     async def start(_: web.Application) -> None:
@@ -89,6 +89,7 @@ def mount_review(app: web.Application, service: ReviewService, guard: RequestGua
     app.router.add_post("/review/api/skip", skip)
     app.router.add_get("/trends/api", trends)
     app.router.add_get("/trends/chart.png", chart)
+    mount_team(app)
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -112,6 +113,7 @@ def _session_of(request: web.Request) -> dict[str, Any]:
     return {
         "reviewer": principal.reviewer,
         "scope": principal.scope,
+        "adjudicates": principal.adjudicates,  # the page links the team page for them
         "csrf": csrf,
         "labels": [*LABELS, NO_EMOTION],
         "lease_seconds": request.app[SERVICE].setup.review.review_lease,
@@ -132,7 +134,7 @@ async def review_page(request: web.Request) -> web.Response:
     """
     initial: dict[str, Any] = {"session": _session_of(request)}
     try:
-        initial["window"] = await request.app[SERVICE].window(_reviewer_checked(request), FIRST_WINDOW)
+        initial["window"] = await request.app[SERVICE].window(reviewer_checked(request), FIRST_WINDOW)
     except Exception:  # the page still loads; its script asks for the items and says what failed
         log.warning("the review page's first items could not be read", exc_info=True)
     # "<" escaped: no text in the data can close the script element or open a comment
@@ -151,44 +153,42 @@ async def items(request: web.Request) -> web.Response:
     try:
         limit = int(query.get("n", "10"))
     except ValueError:
-        raise _error(400, f"n: must be a whole number, not {query.get('n')!r}") from None
+        raise http_error(400, f"n: must be a whole number, not {query.get('n')!r}") from None
     window = await request.app[SERVICE].window(
-        _reviewer_checked(request), limit, query.get("brand", ""), query.get("label", "")
+        reviewer_checked(request), limit, query.get("brand", ""), query.get("label", "")
     )
     return web.json_response(window)
 
 
 async def label(request: web.Request) -> web.Response:
     """POST /review/api/label: save the caller's label of an item; 409 when the queue's rules refuse it."""
-    body = await _body(request, LabelRequest)
+    body = await json_body(request, LabelRequest)
     try:
-        saved = await request.app[SERVICE].label(
-            _reviewer_checked(request), body.tweet_id, body.text_sha256, body.label
-        )
+        saved = await request.app[SERVICE].label(reviewer_checked(request), body.tweet_id, body.text_sha256, body.label)
     except ValidationError as exc:
-        raise _error(400, describe_errors(exc)) from None
+        raise http_error(400, describe_errors(exc)) from None
     except ReviewError as exc:
-        raise _error(exc.status, str(exc)) from None
+        raise http_error(exc.status, str(exc)) from None
     return web.json_response({"saved": True, "label": saved.model_dump(mode="json")})
 
 
 async def undo(request: web.Request) -> web.Response:
     """POST /review/api/undo: withdraw the caller's own current label; returns the item, pending again."""
-    body = await _body(request, ItemRequest)
+    body = await json_body(request, ItemRequest)
     try:
-        item = await request.app[SERVICE].undo(_reviewer_checked(request), body.tweet_id, body.text_sha256)
+        item = await request.app[SERVICE].undo(reviewer_checked(request), body.tweet_id, body.text_sha256)
     except ReviewError as exc:
-        raise _error(exc.status, str(exc)) from None
+        raise http_error(exc.status, str(exc)) from None
     return web.json_response({"undone": True, "item": item.as_json()})
 
 
 async def skip(request: web.Request) -> web.Response:
     """POST /review/api/skip: give the item up and keep it out of the caller's queue for ``SKIP_MEMORY`` seconds."""
-    body = await _body(request, ItemRequest)
+    body = await json_body(request, ItemRequest)
     try:
         await request.app[SERVICE].skip(request["principal"], body.tweet_id, body.text_sha256)
     except ReviewError as exc:
-        raise _error(exc.status, str(exc)) from None
+        raise http_error(exc.status, str(exc)) from None
     return web.json_response({"skipped": True})
 
 
@@ -200,7 +200,7 @@ async def trends(request: web.Request) -> web.Response:
     try:
         k, window = float(request.query.get("k", "3")), int(request.query.get("window", "12"))
     except ValueError:
-        raise _error(400, "k and window: must be numbers") from None
+        raise http_error(400, "k and window: must be numbers") from None
     spikes = result.spikes(k=k, window=window) if not result.shares.empty else None
     return web.json_response(
         {
@@ -226,7 +226,7 @@ async def chart(request: web.Request) -> web.Response:
     by, seconds, brand = _trend_args(request)
     result = await service.trends(by, seconds, brand)
     if result.shares.empty:
-        raise _error(404, "no scored tweets in that range")
+        raise http_error(404, "no scored tweets in that range")
     title = f"Emotion shares per {by}, {f'brand {brand}' if brand else 'all brands'}"
     return web.Response(body=await service.chart(result, title), content_type="image/png")
 
@@ -234,41 +234,9 @@ async def chart(request: web.Request) -> web.Response:
 def _trend_args(request: web.Request) -> tuple[Any, int, str | None]:
     by = request.query.get("by", "hour")
     if by not in BUCKET_FUNCTIONS:
-        raise _error(400, f"by: must be minute, hour or day, not {by!r}")
+        raise http_error(400, f"by: must be minute, hour or day, not {by!r}")
     try:
         seconds = parse_duration(request.query.get("since", "24h"))
     except TrendsError as exc:
-        raise _error(400, str(exc).replace("--since", "since")) from None
+        raise http_error(400, str(exc).replace("--since", "since")) from None
     return by, seconds, request.query.get("brand") or None
-
-
-def _reviewer_checked(request: web.Request) -> Any:
-    principal = request["principal"]
-    try:
-        check_reviewer(principal.reviewer)
-    except SessionError as exc:
-        raise _error(400, str(exc)) from None
-    return principal
-
-
-async def _body(request: web.Request, model: type[Any]) -> Any:
-    """A JSON body (and only JSON: a form post from another site cannot pass), validated by ``model``."""
-    if request.content_type != "application/json":
-        raise _error(415, "send the body as application/json")
-    try:
-        return model.model_validate_json(await request.read())
-    except ValidationError as exc:
-        raise _error(400, describe_errors(exc)) from None
-
-
-def _error(status: int, message: str) -> web.HTTPException:
-    return _STATUS[status](text=json.dumps({"error": message}), content_type="application/json")
-
-
-_STATUS: dict[int, type[web.HTTPException]] = {
-    400: web.HTTPBadRequest,
-    404: web.HTTPNotFound,
-    409: web.HTTPConflict,
-    415: web.HTTPUnsupportedMediaType,
-    503: web.HTTPServiceUnavailable,
-}

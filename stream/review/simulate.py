@@ -7,6 +7,10 @@ shown (``text_sha256``), as the page does. So the labels land exactly as people'
 ``tweets.labels`` and in ``review_labels``, with the same leases, and the review loop can be measured
 without people. Nothing here is a reviewer's judgement: it exists for demos and benchmarks.
 
+A team of them (:func:`simulate_team`): named reviewers taking turns, each wrong a set share of the time
+(:class:`NoisyReviewer`), to measure what overlap, adjudication by agreement and gold questions buy when
+people make mistakes.
+
 The reviewer name the labels are given under is the server's: it binds the name to the credential (with
 the shared review token, ``EMOSTREAM_REVIEWER`` of the server), and no request can choose another.
 ``ReviewClient.reviewer()`` asks the server which name that is.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -128,6 +133,77 @@ class SimulationReport:
     labelled: int = 0
     skipped: int = 0
     per_label: Counter[str] = field(default_factory=Counter)
+    wrong: int = 0  # labels other than the answers file's (a noisy reviewer's errors)
+
+
+@dataclass
+class NoisyReviewer:
+    """A simulated reviewer who answers wrong ``error`` of the time: that share of their answers replaced by
+    another label, drawn uniformly from the six emotions and ``none`` other than the right one (seeded, so a
+    run can be repeated). ``error = 0`` answers exactly as the file says."""
+
+    client: ReviewClient
+    error: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+    report: SimulationReport = field(default_factory=lambda: SimulationReport())
+    skipped: set[tuple[str, str]] = field(default_factory=set)
+    done: bool = False  # nothing left for this one
+
+    def answer(self, truth: str) -> str:
+        """The label this reviewer gives an item whose right label is ``truth``."""
+        if self.rng.random() >= self.error:
+            return truth
+        wrong: str = self.rng.choice([name for name in (*LABELS, NO_EMOTION) if name != truth])
+        return wrong
+
+
+def simulate_team(
+    reviewers: list[NoisyReviewer],
+    answers: Answers,
+    budget: int,
+    window: int = 10,
+    progress: Callable[[int], object] | None = None,
+) -> list[SimulationReport]:
+    """Several reviewers taking turns, a window of up to ``window`` items each, until ``budget`` labels are
+    given in all or none of them has anything left. With several opinions per item the next reviewer's
+    window holds what the last one labelled (it wants their opinion too), as a team's queue does."""
+    given = 0
+    while given < budget and not all(r.done for r in reviewers):
+        for reviewer in reviewers:
+            if reviewer.done or given >= budget:
+                continue
+            labelled = _work_through(reviewer, answers, min(window, budget - given), progress)
+            reviewer.done = labelled == 0
+            given += labelled
+    return [r.report for r in reviewers]
+
+
+def _work_through(
+    reviewer: NoisyReviewer, answers: Answers, budget: int, progress: Callable[[int], object] | None
+) -> int:
+    """One window of one reviewer: label what the answers know (with the reviewer's errors), skip the rest."""
+    items = reviewer.client.items(max(budget, 1))
+    labelled = 0
+    for item in items:
+        ref = (str(item["tweet_id"]), str(item["text_sha256"]))
+        truth = answers.answer(item)
+        if truth is None:
+            if ref not in reviewer.skipped:
+                reviewer.client.skip(item)
+                reviewer.skipped.add(ref)
+                reviewer.report.skipped += 1
+            continue
+        label = reviewer.answer(truth)
+        reviewer.client.label(item, label)
+        labelled += 1
+        reviewer.report.labelled += 1
+        reviewer.report.per_label[label] += 1
+        reviewer.report.wrong += label != truth
+        if progress is not None:
+            progress(1)
+        if labelled >= budget:
+            break
+    return labelled
 
 
 def simulate(

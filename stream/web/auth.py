@@ -10,12 +10,17 @@ Two credentials, one scheme: the operator's token opens everything (SQL, health,
 review page); a reviewer's token opens the review and trends pages and their API, nothing else.
 
 Who a request labels as is the server's decision, never the client's: the reviewer name is bound to the
-credential (:meth:`RequestGuard.reviewer_of`; with the shared tokens, every caller is the reviewer the
-server is configured with, ``EMOSTREAM_REVIEWER``). A browser session records that name when the server
-issues it (signed, so the client cannot change it), and a cookie whose name is not its credential's any
-more opens nothing. ``?reviewer=`` on the sign-in URL and an ``X-Reviewer`` header are ignored: neither
-can choose or change the name. Personal credentials (one per reviewer, each bound to its own name) fit
-the same place, ``reviewer_of``, when they come.
+credential. With the shared tokens every caller is the reviewer the server is configured with
+(``EMOSTREAM_REVIEWER``: a single-person setup); a named reviewer's personal token
+(``emostream.stream.web.reviewers``, added by the operator) is bound to that reviewer's name and role. A
+browser session records the name when the server issues it (signed, so the client cannot change it), and
+a cookie whose name is not its credential's any more, or whose personal token was revoked, opens nothing.
+``?reviewer=`` on the sign-in URL and an ``X-Reviewer`` header are ignored: neither can choose or change
+the name.
+
+What each may open: the operator's token everything; a reviewer's (shared or personal) the review and
+trends pages and their API, but not the operator's reviewer list (``ADMIN_PATHS``); the team page and the
+adjudication API (``ADJUDICATOR_PATHS``) need the operator or a reviewer with the adjudicator role.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from urllib.parse import quote
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
+from emostream.stream.web.reviewers import ReviewerDirectory
 from emostream.stream.web.sessions import Session, SessionCodec, SessionError, cookie_name
 
 TOKEN_BYTES = 32
@@ -133,7 +139,9 @@ def token_file(endpoint_file: Path) -> Path:
 ADMIN = "admin"  # the operator's credential (EMOSTREAM_WEB_TOKEN): every route
 REVIEW = "review"  # a reviewer's credential (EMOSTREAM_REVIEW_TOKEN): the review and trends pages only
 REVIEWER_PATHS = ("/review", "/trends")
-PAGES = frozenset({"/review", "/trends"})  # what a browser opens, with ?token= the first time
+ADMIN_PATHS = ("/review/api/reviewers", "/review/api/gold")  # under /review, but the operator's alone
+ADJUDICATOR_PATHS = ("/review/team", "/review/api/team", "/review/api/disagreements", "/review/api/settle")
+PAGES = frozenset({"/review", "/trends", "/review/team"})  # what a browser opens, with ?token= the first time
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -144,6 +152,12 @@ class Principal:
     scope: str
     reviewer: str  # bound by the server to the credential (see the module's docstring)
     session: Session | None = None
+    role: str = ""  # a named reviewer's role ("reviewer", "adjudicator"); "" for the shared tokens
+
+    @property
+    def adjudicates(self) -> bool:
+        """Whether the caller may see disputed items' opinions and settle them: the operator, or an adjudicator."""
+        return self.scope == ADMIN or self.role == "adjudicator"
 
 
 @dataclass(frozen=True)
@@ -161,6 +175,7 @@ class Login:
     scope: str
     reviewer: str
     location: str
+    key: str = ""  # a named reviewer's token fingerprint, for the session cookie
 
 
 class RequestGuard:
@@ -186,6 +201,7 @@ class RequestGuard:
         self.sessions = sessions
         self.cookie = cookie_name(port)
         self.reviewer = reviewer
+        self.directory: ReviewerDirectory | None = None  # named reviewers; set where the review pages are mounted
         self._origins = {f"http://{name}:{port}" for name in _names_of(host)}
         self._hosts = {f"{name}:{port}" for name in _names_of(host)} if _is_loopback(host) else None
 
@@ -204,12 +220,13 @@ class RequestGuard:
         if refused:
             return refused
         if page_load and "token" in query:
-            scope = self._scope_of(query["token"])
-            if scope is None or self.sessions is None:
+            principal = self._credential(query["token"])
+            if principal is None or self.sessions is None:
                 return Refusal(401, "the token in the URL is wrong (open the URL emostream printed)")
             # ?reviewer= is dropped, not obeyed: the name is the credential's
             rest = "&".join(f"{k}={quote(v)}" for k, v in query.items() if k not in ("token", "reviewer"))
-            return Login(scope, self.reviewer_of(scope), path + (f"?{rest}" if rest else ""))
+            key = self._key_of(query["token"]) if principal.role else ""
+            return Login(principal.scope, principal.reviewer, path + (f"?{rest}" if rest else ""), key)
         principal = self._bearer(headers) or self._session(cookies or {})
         if principal is None:
             return Refusal(401, "missing or wrong credential (Authorization: Bearer <token>)")
@@ -217,8 +234,10 @@ class RequestGuard:
             assert self.sessions is not None
             if not self.sessions.csrf_ok(principal.session, headers.get("X-CSRF-Token")):
                 return Refusal(403, "missing or wrong X-CSRF-Token (reload the page)")
-        if principal.scope != ADMIN and not _under(path, REVIEWER_PATHS):
+        if principal.scope != ADMIN and (not _under(path, REVIEWER_PATHS) or _under(path, ADMIN_PATHS)):
             return Refusal(403, f"the {principal.scope} credential does not open {path}")
+        if _under(path, ADJUDICATOR_PATHS) and not principal.adjudicates:
+            return Refusal(403, f"{path} is for adjudicators: ask the operator for the role")
         return principal
 
     def _foreign(self, headers: Mapping[str, str], navigation: bool) -> Refusal | None:
@@ -248,27 +267,44 @@ class RequestGuard:
                 return scope
         return None
 
+    def _credential(self, token: str) -> Principal | None:
+        """Who a token is: a shared token's scope and the server's reviewer, or a live named reviewer."""
+        scope = self._scope_of(token)
+        if scope is not None:
+            return Principal(scope, self.reviewer_of(scope))
+        named = self.directory.by_token(token) if self.directory is not None and REVIEW in self._tokens else None
+        return Principal(REVIEW, named.name, role=named.role) if named else None
+
+    def _key_of(self, token: str) -> str:
+        named = self.directory.by_token(token) if self.directory is not None else None
+        return named.fingerprint if named else ""
+
     def _bearer(self, headers: Mapping[str, str]) -> Principal | None:
         scheme, _, given = headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return None
-        scope = self._scope_of(given)
-        return Principal(scope, self.reviewer_of(scope)) if scope else None  # X-Reviewer: not read
+        return self._credential(given)  # X-Reviewer: not read
 
     def _session(self, cookies: Mapping[str, str]) -> Principal | None:
         value = cookies.get(self.cookie)
         session = self.sessions.read(value) if value and self.sessions else None
         if session is None or session.scope not in self._tokens:
             return None
+        if session.key:  # a named reviewer's: only while that token is their live one
+            named = self.directory.live(session.reviewer, session.key) if self.directory is not None else None
+            if named is None or session.scope != REVIEW:
+                return None
+            return Principal(REVIEW, named.name, session, named.role)
         if session.reviewer != self.reviewer_of(session.scope):  # issued under another name: sign in again
             return None
         return Principal(session.scope, session.reviewer, session)
 
-    def session_cookie(self, scope: str) -> tuple[str, dict[str, Any]]:
+    def session_cookie(self, scope: str, reviewer: str | None = None, key: str = "") -> tuple[str, dict[str, Any]]:
         """A fresh session cookie's value and attributes (HttpOnly, SameSite=Lax, path /, max age), for the
-        reviewer the credential of ``scope`` is bound to."""
+        reviewer the sign-in's credential is bound to: a named reviewer with their token's fingerprint
+        ``key``, else the reviewer of the shared token of ``scope``."""
         assert self.sessions is not None
-        value, _ = self.sessions.issue(scope, self.reviewer_of(scope))
+        value, _ = self.sessions.issue(scope, reviewer if key and reviewer else self.reviewer_of(scope), key)
         return value, {"httponly": True, "samesite": "Lax", "path": "/", "max_age": int(self.sessions.max_age)}
 
     def middleware(self) -> Callable[..., Awaitable[Any]]:
@@ -280,10 +316,12 @@ class RequestGuard:
 
         @web.middleware
         async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
+            if self.directory is not None:
+                await self.directory.refresh()  # at most max_age old: a revocation holds from the next request
             decided = self.decide(request.method, request.path, request.headers, request.cookies, request.query)
             if isinstance(decided, Login):
                 try:
-                    value, attributes = self.session_cookie(decided.scope)
+                    value, attributes = self.session_cookie(decided.scope, decided.reviewer, decided.key)
                 except SessionError as exc:
                     return web.json_response({"error": str(exc)}, status=400)
                 response = web.HTTPSeeOther(decided.location)

@@ -108,6 +108,23 @@ class Endpoint:
         except (ValueError, KeyError, TypeError):
             raise SqlError(f"the endpoint {self.url} answered something other than a count of labels") from None
 
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
+        """Call one of the endpoint's JSON routes with the operator's credential; its answer, decoded.
+        A refusal (its ``error``) or no answer raises ``SqlError``."""
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method,
+            headers={**self._auth(), **({"Content-Type": "application/json"} if body is not None else {})},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise SqlError(_error_of(exc)) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            raise SqlError(f"the endpoint {self.url} did not answer: {getattr(exc, 'reason', exc)}") from None
+
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 

@@ -10,7 +10,9 @@ A browser cannot send a bearer header on a plain page load, so opening the print
   and trends pages only, even though it is the same kind of cookie as an operator's);
 - bound to a reviewer name that the server chose when it issued the cookie (the credential's, see
   ``emostream.stream.web.auth``): the client can neither pick it at sign-in nor change it later, since changing the
-  payload breaks the signature. There is no endpoint that re-issues a session under another name.
+  payload breaks the signature. There is no endpoint that re-issues a session under another name;
+- for a named reviewer, bound to their personal token too: the cookie carries the token's fingerprint,
+  and the guard accepts it only while that token is the reviewer's live one (revoking them ends it).
 
 State-changing requests made with the cookie must also carry ``X-CSRF-Token``: an HMAC of the session's
 nonce that only a page of this origin can read (from ``/review/api/session``), so another site cannot
@@ -57,6 +59,7 @@ class Session:
     reviewer: str  # chosen by the server at issue, signed with the rest
     nonce: str  # identifies the session (leases are held per session, not per name)
     issued_at: float
+    key: str = ""  # a named reviewer's session: the fingerprint of the personal token that opened it
 
 
 class SessionCodec:
@@ -68,13 +71,12 @@ class SessionCodec:
         self.max_age = max_age
         self._clock = clock
 
-    def issue(self, scope: str, reviewer: str) -> tuple[str, Session]:
-        """A new signed cookie value and its session; ``SessionError`` when the reviewer name is unusable."""
-        session = Session(scope, check_reviewer(reviewer), secrets.token_urlsafe(12), self._clock())
-        body = json.dumps(
-            {"s": session.scope, "r": session.reviewer, "n": session.nonce, "t": int(session.issued_at)},
-            separators=(",", ":"),
-        ).encode()
+    def issue(self, scope: str, reviewer: str, key: str = "") -> tuple[str, Session]:
+        """A new signed cookie value and its session; ``SessionError`` when the reviewer name is unusable.
+        ``key``: the personal token's fingerprint, for a named reviewer's session."""
+        session = Session(scope, check_reviewer(reviewer), secrets.token_urlsafe(12), self._clock(), key)
+        fields = {"s": session.scope, "r": session.reviewer, "n": session.nonce, "t": int(session.issued_at)}
+        body = json.dumps({**fields, "k": key} if key else fields, separators=(",", ":")).encode()
         payload = base64.urlsafe_b64encode(body).decode().rstrip("=")
         return f"{payload}.{self._sign(scope, payload)}", session
 
@@ -84,13 +86,14 @@ class SessionCodec:
         try:
             data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
             scope, reviewer, nonce, issued = str(data["s"]), str(data["r"]), str(data["n"]), float(data["t"])
-        except (ValueError, KeyError, TypeError):
+            key = str(data.get("k", ""))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         if scope not in self._keys or not hmac.compare_digest(signature, self._sign(scope, payload)):
             return None
         if not 0 <= self._clock() - issued <= self.max_age:
             return None
-        return Session(scope, reviewer, nonce, issued)
+        return Session(scope, reviewer, nonce, issued, key)
 
     def csrf_token(self, session: Session) -> str:
         """The ``X-CSRF-Token`` that requests changing state with this session's cookie must carry."""

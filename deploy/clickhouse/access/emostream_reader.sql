@@ -45,3 +45,11 @@ GRANT SELECT ON emostream.emotion_superseded TO emostream_reader;
 GRANT SELECT ON emostream.emotion_scores_latest TO emostream_reader;
 GRANT SELECT ON emostream.review_queue TO emostream_reader;
 GRANT SELECT ON emostream.review_labels TO emostream_reader;
+-- The team's review data: opinions, decisions, adjudications and the agreement figures. Not
+-- review_reviewers: the reader has no business with the reviewers' token hashes.
+GRANT SELECT ON emostream.review_adjudications TO emostream_reader;
+GRANT SELECT ON emostream.review_label_events TO emostream_reader;
+GRANT SELECT ON emostream.review_opinions TO emostream_reader;
+GRANT SELECT ON emostream.review_decisions TO emostream_reader;
+GRANT SELECT ON emostream.review_agreement TO emostream_reader;
+GRANT SELECT ON emostream.review_reviewer_agreement TO emostream_reader;

@@ -271,6 +271,7 @@ async function start() {
       return;
     }
   }
+  if (state.session.adjudicates) document.querySelector("nav").append(el("a", { href: "/review/team" }, "Team"));
   document.addEventListener("keydown", onKey);
   $("brand").addEventListener("change", onFilter);
   $("label-filter").addEventListener("change", onFilter);
