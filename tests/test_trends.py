@@ -249,6 +249,12 @@ def test_the_readme_gallery_runs(home: Path) -> None:
     sink.write(stream_of_scores(600, start, seed=1, version="v0002")[:100])  # a model swap re-scored some
     label = ReviewLabel(tweet_id="-", label="joy", reviewer="ana", model_version="v1", confidence=0.5)
     sink.write_labels([label.model_copy(update={"tweet_id": s.tweet_id}) for s in scores[:5]])
+    # a gold question and an answer to it (the team's queries)
+    sink.client.command("INSERT INTO review_gold (tweet_id, text, gold_label) VALUES ('gold-1', 'g', 'joy')")
+    sink.client.command(
+        "INSERT INTO review_labels (tweet_id, label, reviewer, labelled_at, model_version, confidence, text_sha256) "
+        "VALUES ('gold-1', 'joy', 'ana', now64(3), 'v1', 0.5, lower(hex(SHA256('g'))))"
+    )
     sink.close()
     blocks = re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.DOTALL)
     statements = [s.strip() for block in blocks for s in block.split(";") if "SELECT" in s]
