@@ -31,6 +31,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """A ClickHouse ``DateTime64(3, 'UTC')`` value as an aware UTC time: clickhouse-connect hands them over naive."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 SHORT_FIELD_MAX_CHARS = 256  # brand, author, lang, source: names and codes, never prose
 
 

@@ -23,6 +23,7 @@ from clickhouse_connect.driver.insert import InsertContext
 from pydantic import BaseModel
 
 from emostream.schemas import LABELS, DeadLetter, EmotionScore, ReviewItem, ReviewLabel
+from emostream.schemas.messages import as_utc
 from emostream.stream.clickhouse.client import open_client
 from emostream.stream.clickhouse.ddl import DDL_DIR, apply_schema, is_unknown_table
 from emostream.stream.clickhouse.dsn import ClickHouseDsn
@@ -222,8 +223,7 @@ class ClickHouseSink:
         )
         for values in result.result_rows:
             row = dict(zip(SUPERSEDED_ROW, values, strict=True))
-            if row["created_at"].tzinfo is None:  # clickhouse-connect returns UTC as naive datetimes
-                row["created_at"] = row["created_at"].replace(tzinfo=UTC)
+            row["created_at"] = as_utc(row["created_at"])  # clickhouse-connect returns UTC as naive datetimes
             stored[(row["tweet_id"], row["model_version"])] = row
         return stored
 

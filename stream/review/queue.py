@@ -37,6 +37,7 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints
 
 from emostream.schemas import LABELS, ReviewLabel
+from emostream.schemas.messages import as_utc
 from emostream.stream.clickhouse.client import open_client
 from emostream.stream.clickhouse.ddl import apply_schema
 from emostream.stream.clickhouse.dsn import ClickHouseDsn
@@ -124,7 +125,7 @@ PENDING_COUNT = (
 PENDING_BY_FACET = f"SELECT brand, label, count() FROM review_queue FINAL WHERE {PENDING_FOR} GROUP BY brand, label"
 # Items done (enough opinions or settled), and the reviewer's opinions.
 DONE = f"""
-SELECT (SELECT count() FROM ({DONE_ITEMS.replace("UNION ALL", "UNION DISTINCT")})),
+SELECT (SELECT count() FROM (SELECT DISTINCT tweet_id, text_sha256 FROM ({DONE_ITEMS}))),
        (SELECT count() FROM review_answers WHERE reviewer = {{reviewer:String}})
 """
 SHOWN_LABEL_COLUMNS = (*LABEL_COLUMNS, "text_sha256")
@@ -344,7 +345,7 @@ class ReviewQueue:
         if not rows:
             return None
         values = dict(zip((*names, "retracted"), rows[0], strict=True))
-        values["labelled_at"] = _utc(values["labelled_at"])
+        values["labelled_at"] = as_utc(values["labelled_at"])
         return ShownLabel(**values)
 
     def opinions_of(self, tweet_id: str, sha256: str) -> list[Opinion]:
@@ -354,7 +355,7 @@ class ReviewQueue:
             "WHERE tweet_id = {id:String} AND text_sha256 = {sha:String} ORDER BY labelled_at, reviewer",
             parameters={"id": tweet_id, "sha": sha256},
         ).result_rows
-        return [Opinion(str(r), str(lab), _utc(at)) for r, lab, at in rows]
+        return [Opinion(str(r), str(lab), as_utc(at)) for r, lab, at in rows]
 
     def settled(self, tweet_id: str, sha256: str) -> bool:
         """Whether an adjudicator has settled the item."""
@@ -391,7 +392,7 @@ class ReviewQueue:
             item = QueueItem.from_row(row[: len(ITEM_COLUMNS)])
             reviewers, labels, times = row[len(ITEM_COLUMNS) :]
             opinions = sorted(
-                (Opinion(str(r), str(lab), _utc(at)) for r, lab, at in zip(reviewers, labels, times, strict=True)),
+                (Opinion(str(r), str(lab), as_utc(at)) for r, lab, at in zip(reviewers, labels, times, strict=True)),
                 key=lambda o: (o.labelled_at, o.reviewer),
             )
             found.append(Disagreement(item, opinions))
@@ -427,8 +428,3 @@ class ReviewQueue:
     def close(self) -> None:
         """Close the queue's client."""
         self.client.close()
-
-
-def _utc(value: datetime) -> datetime:
-    """A DateTime64 column's value as an aware UTC time (some clients hand it over naive)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

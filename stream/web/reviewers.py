@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from emostream.schemas.messages import as_utc
 from emostream.stream.clickhouse.client import open_client
 from emostream.stream.clickhouse.dsn import ClickHouseDsn
 from emostream.stream.web.sessions import check_reviewer
@@ -97,7 +98,7 @@ class ReviewerStore:
         """Every reviewer ever added, revoked ones too, by name."""
         rows = self.client.query(self.LATEST).result_rows
         return [
-            Reviewer(str(n), role, str(sha), _utc(at), bool(revoked), _utc(changed))
+            Reviewer(str(n), role, str(sha), as_utc(at), bool(revoked), as_utc(changed))
             for n, role, sha, at, revoked, changed in rows
         ]
 
@@ -211,7 +212,3 @@ def _checked_name(name: str) -> str:
         return check_reviewer(name)
     except ValueError as exc:
         raise ReviewerError(str(exc)) from None
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
